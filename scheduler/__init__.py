@@ -1,0 +1,1 @@
+"""The control plane: settings, records, storage, validation, dispatch, the API and the CLI."""

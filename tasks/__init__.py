@@ -1,0 +1,1 @@
+"""The Celery tasks: thin wrappers that take ids, call scheduler/ and inference/, and persist."""
