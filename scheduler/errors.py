@@ -1,0 +1,69 @@
+"""One error tree. Each error knows its HTTP status and OpenAI ``type``/``code``, so the API renders
+``{"error": {"message", "type", "param", "code"}}`` from it and every other surface (the Celery door,
+the CLI) shows the same message."""
+
+from __future__ import annotations
+
+
+class TokenbatchError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, object]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(TokenbatchError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class Unauthorized(TokenbatchError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(TokenbatchError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class NotFound(TokenbatchError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class Conflict(TokenbatchError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class TooLarge(TokenbatchError):
+    status = 413
+    type = "invalid_request_error"
+    code = "file_too_large"
+
+
+class Unprocessable(TokenbatchError):
+    status = 422
+    type = "invalid_request_error"
+    code = "unprocessable"
+
+
+class RateLimited(TokenbatchError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limited"

@@ -1,0 +1,143 @@
+"""The operations every surface shares (HTTP faces, the Celery door, the CLI): files in, batches created
+and cancelled, with the same checks and the same errors wherever they come from."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import IO, Any
+
+import redis
+
+from scheduler import keys
+from scheduler.errors import InvalidRequest, TooLarge
+from scheduler.lifecycle import Stage, transition
+from scheduler.microbatch import MicroBatches
+from scheduler.records import BatchRecord, FileRecord, Records, new_id
+from scheduler.settings import Settings
+from scheduler.storage import Storage
+
+ENDPOINT = "/v1/chat/completions"
+WINDOW = re.compile(r"^(\d+)([smhd])$")
+UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+INPUT_PURPOSES = {"batch", "batch-api"}
+MAX_METADATA = 16
+
+Sender = Callable[[str, list[Any]], None]  # (task name, args) -> None; sends by name, never imports tasks
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    id: str
+    input_price_per_mtok: float = 0.0
+    output_price_per_mtok: float = 0.0
+
+
+def read_served_models(path: str | None) -> dict[str, ServedModel]:
+    """Model ids and prices from the models file, with no model code (the API stays light)."""
+    if not path:
+        return {}
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    out = {}
+    for m in data.get("models", []):
+        out[m["id"]] = ServedModel(m["id"], float(m.get("input_price_per_mtok", 0.0)),
+                                   float(m.get("output_price_per_mtok", 0.0)))
+    return out
+
+
+def window_seconds(window: str, default: int) -> int:
+    """'24h' -> seconds. Any 'N[smhd]' is accepted (tests use seconds); the published default is 24h."""
+    if window == "24h":
+        return default
+    m = WINDOW.match(window or "")
+    if not m or int(m.group(1)) <= 0:
+        raise InvalidRequest(f"completion_window {window!r} must look like '24h'", param="completion_window",
+                             code="invalid_completion_window")
+    return int(m.group(1)) * UNIT[m.group(2)]
+
+
+class Service:
+    def __init__(self, settings: Settings, client: redis.Redis, send: Sender) -> None:
+        self.settings = settings
+        self.r = client
+        self.send = send
+        self.records = Records(client)
+        self.microbatches = MicroBatches(client)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return Storage(self.settings.files_url)
+
+    @property
+    def models(self) -> dict[str, ServedModel]:
+        return read_served_models(str(self.settings.models) if self.settings.models else None)
+
+    # Files
+    def store_upload(self, tenant: str, filename: str, purpose: str, chunks: Iterable[bytes]) -> FileRecord:
+        """Stream an upload to storage, refusing past the size cap without keeping anything."""
+        if purpose not in INPUT_PURPOSES:
+            raise InvalidRequest(f"purpose must be 'batch' (got {purpose!r})", param="purpose",
+                                 code="invalid_purpose")
+        file_id = new_id("file-")
+        path = f"files/{file_id}"
+        cap = self.settings.max_file_bytes
+        size = 0
+        with self.storage.writer(path) as out:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > cap:
+                    raise TooLarge(f"The file is larger than the limit of {cap} bytes",
+                                   param="file", code="file_too_large")
+                out.write(chunk)
+        return self.records.create_file(file_id=file_id, tenant=tenant, filename=filename, size=size,
+                                        purpose=purpose, path=path)
+
+    def open_file(self, record: FileRecord) -> IO[bytes]:
+        return self.storage.open(record.path)
+
+    def delete_file(self, tenant: str, file_id: str) -> FileRecord:
+        record = self.records.delete_file(tenant, file_id)
+        self.storage.delete(record.path)
+        return record
+
+    # Batches
+    def create_batch(
+        self, tenant: str, *, input_file_id: str, endpoint: str, completion_window: str = "24h",
+        metadata: dict[str, str] | None = None,
+    ) -> BatchRecord:
+        if endpoint != ENDPOINT:
+            raise InvalidRequest(f"endpoint must be {ENDPOINT!r} (got {endpoint!r})", param="endpoint",
+                                 code="invalid_endpoint")
+        seconds = window_seconds(completion_window, self.settings.completion_window)
+        if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > MAX_METADATA or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+            raise InvalidRequest(f"metadata must be at most {MAX_METADATA} string pairs", param="metadata",
+                                 code="invalid_metadata")
+        source = self.records.get_file(tenant, input_file_id)  # 404 for another tenant's file
+        if source.purpose not in INPUT_PURPOSES:
+            raise InvalidRequest(f"File {input_file_id!r} has purpose {source.purpose!r}, not 'batch'",
+                                 param="input_file_id", code="invalid_input_file")
+        batch = self.records.create_batch(tenant=tenant, input_file_id=input_file_id, endpoint=endpoint,
+                                          completion_window=completion_window, window_seconds=seconds,
+                                          metadata=metadata)
+        # Until a control worker takes it, the sweep will not send it again (see tasks.sweep).
+        self.r.set(keys.stage_lease(batch.id, "validate"), "queued", ex=self.settings.lease_seconds)
+        self.send("tokenbatch.validate", [batch.id])
+        return batch
+
+    def cancel_batch(self, tenant: str, batch_id: str) -> BatchRecord:
+        """validating, queued, in_progress -> cancelling: nothing new is dispatched, running work finishes."""
+        batch = self.records.get_batch(tenant, batch_id)
+        if transition(self.r, batch_id, Stage.CANCELLING):
+            _, last = self.microbatches.drop_pending(batch_id, "cancelled")
+            if last or (batch.stage != Stage.VALIDATING and self._all_finished(batch_id)):
+                self.send("tokenbatch.finalize", [batch_id])
+        return self.records.get_batch(tenant, batch_id)
+
+    def _all_finished(self, batch_id: str) -> bool:
+        b = self.records.batch(batch_id)
+        return b is not None and b.microbatches_finished >= b.microbatches
