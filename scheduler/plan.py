@@ -59,6 +59,16 @@ class RequestError:
     message: str
 
 
+class Rejected(Exception):
+    """A request refused before any GPU work (bad parameters or messages, too long): a line in the error
+    file. Model code raises its own errors; the control worker wraps them in this."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class ModelRules(Protocol):
     """What planning needs to know of a served model (built from inference/ by the control worker)."""
 
@@ -66,10 +76,12 @@ class ModelRules(Protocol):
     max_batch_requests: int
     max_batch_tokens: int
 
-    def count_prompts(self, bodies: list[dict[str, Any]]) -> list[int]: ...
+    def count_prompts(self, bodies: list[dict[str, Any]]) -> list[int | Rejected]:
+        """Prompt tokens per body, exactly as the engine will feed them, or why the body is refused."""
+        ...
 
-    def max_new_tokens(self, body: dict[str, Any]) -> int:
-        """The completion tokens the engine may produce; raises ValueError for parameters it refuses."""
+    def max_new_tokens(self, body: dict[str, Any], prompt_tokens: int) -> int:
+        """The completion tokens the engine may produce; raises Rejected for what it refuses."""
         ...
 
 
@@ -203,11 +215,13 @@ def plan_file(
 def _count(plan: Plan, rules: ModelRules, chunk: list[tuple[Request, dict[str, Any]]], budget_cap: int) -> None:
     counts = rules.count_prompts([body for _, body in chunk])
     for (req, body), prompt in zip(chunk, counts, strict=True):
-        req.prompt_tokens = prompt
         try:
-            req.max_tokens = rules.max_new_tokens(body)
-        except ValueError as exc:
-            plan.errors.append(RequestError(req.index, req.custom_id, "invalid_request", str(exc)))
+            if isinstance(prompt, Rejected):
+                raise prompt
+            req.prompt_tokens = prompt
+            req.max_tokens = rules.max_new_tokens(body, prompt)
+        except Rejected as exc:
+            plan.errors.append(RequestError(req.index, req.custom_id, exc.code, exc.message))
             continue
         need = prompt + req.max_tokens
         if need > rules.context_length:

@@ -57,6 +57,9 @@ class Settings:
     # Metrics ports of the worker processes (0: none).
     metrics_port: int = 0
 
+    # Set by `tokenbatch infer-worker --model M` for its process: the model it loads at start.
+    worker_model: str | None = None
+
     # Celery broker options.
     visibility_timeout: int = 3600
 

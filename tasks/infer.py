@@ -1,0 +1,89 @@
+"""The inference task: run one micro-batch on this worker's model and record it, exactly once.
+
+A delivery whose attempt is no longer the micro-batch's current one (its lease was reclaimed and it was
+dispatched again, or it is already recorded) does nothing. While it runs, a heartbeat extends the
+budget lease, so only a dead worker's tokens are reclaimed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import orjson
+
+from inference.engine import Engine, Outcome, load_engine
+from scheduler import keys
+from scheduler.celery_app import app
+from scheduler.microbatch import entry, payload_path, read_jsonl, result_path
+from tasks.context import Context, Heartbeat, ctx
+
+log = logging.getLogger("tokenbatch.infer")
+_engines: dict[str, Engine] = {}
+_engine_lock = threading.Lock()
+
+
+def engine_for(c: Context, model: str) -> Engine:
+    """The model's engine, loaded once per process (at worker start for `infer-worker --model`)."""
+    with _engine_lock:
+        if model not in _engines:
+            spec = c.specs.get(model)
+            if spec is None:
+                raise LookupError(f"model {model!r} is not in the models file of this worker")
+            _engines[model] = load_engine(spec, cache_dir=c.cache_dir)
+        return _engines[model]
+
+
+def _run(engine: Engine, bodies: list[dict[str, Any]]) -> list[Outcome]:
+    try:
+        return engine.generate(bodies)
+    except Exception as exc:  # a fault of the whole micro-batch: its requests fail, nothing stalls
+        log.exception("micro-batch failed")
+        error = {"code": "inference_error", "message": f"The model failed on this micro-batch: {exc}"}
+        return [Outcome(body=None, error=error) for _ in bodies]
+
+
+@app.task(name="tokenbatch.infer", acks_late=True, reject_on_worker_lost=True)
+def infer(model: str, batch_id: str, index: int, attempt: int) -> str:
+    c = ctx()
+    if c.mbs.state(batch_id, index) != f"run:{attempt}":
+        return "stale"
+    meta = c.mbs.meta(batch_id, index)
+    if meta is None:
+        return "gone"
+    rid = entry(batch_id, index)
+    lease = c.settings.lease_seconds
+    payload = list(read_jsonl(c.storage, payload_path(batch_id, index)))
+    with Heartbeat(lease / 3, lambda: c.budget.extend(model, rid, lease)):
+        engine = engine_for(c, model)
+        outcomes = _run(engine, [p["body"] for p in payload])
+    ok = failed = prompt = completion = 0
+    with c.storage.writer(result_path(batch_id, index, attempt)) as out:
+        for p, o in zip(payload, outcomes, strict=True):
+            line: dict[str, Any] = {"i": p["i"], "custom_id": p["custom_id"]}
+            if o.body is not None:
+                usage = o.body.get("usage", {})
+                prompt += int(usage.get("prompt_tokens", 0))
+                completion += int(usage.get("completion_tokens", 0))
+                ok += 1
+                line["body"] = o.body
+            else:
+                failed += 1
+                line["error"] = o.error
+            out.write(orjson.dumps(line) + b"\n")
+    spec = engine.spec
+    cost = (prompt * spec.input_price_per_mtok + completion * spec.output_price_per_mtok) / 1e6
+    cost *= c.settings.batch_discount
+    done = c.mbs.record(batch_id, index, attempt, ok=ok, failed=failed, prompt_tokens=prompt,
+                        completion_tokens=completion, cost=cost, tokens=meta.tokens)
+    if done.first:
+        pipe = c.client.pipeline(transaction=False)
+        pipe.hincrby(keys.requests_by_model(), f"{model}|success", ok)
+        pipe.hincrby(keys.requests_by_model(), f"{model}|error", failed)
+        pipe.execute()
+    c.budget.release(model, rid)
+    c.trigger_dispatch([model])
+    if done.last:
+        c.send_control("tokenbatch.finalize", [batch_id])
+    return "recorded" if done.first else "duplicate"
