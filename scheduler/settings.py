@@ -53,6 +53,7 @@ class Settings:
     port: int = 8000
     api_keys: str = ""  # "key:tenant,key:tenant"
     public_url: str | None = None  # base URL clients reach the API at (signed upload URLs)
+    api_key: str | None = None  # the key `tokenbatch submit` uses as a client
 
     # Metrics ports of the worker processes (0: none).
     metrics_port: int = 0
