@@ -183,5 +183,13 @@ class MicroBatches:
         )
         return int(dropped), bool(last)
 
+    def drop_one(self, batch_id: str, index: int, attempt: int) -> Recorded:
+        """run:<attempt> -> drop, for a delivery whose batch is ending before it started."""
+        dropped, last = script(self.r, "drop_one")(
+            keys=[keys.batch(batch_id), keys.microbatches(batch_id), keys.microbatch_meta(batch_id)],
+            args=[index, attempt],
+        )
+        return Recorded(bool(dropped), bool(last))
+
     def requeue(self, batch_id: str, index: int) -> bool:
         return bool(script(self.r, "requeue")(keys=[keys.microbatches(batch_id)], args=[index]))

@@ -53,6 +53,13 @@ def infer(model: str, batch_id: str, index: int, attempt: int) -> str:
     if meta is None:
         return "gone"
     rid = entry(batch_id, index)
+    if c.client.hget(keys.batch(batch_id), "end_reason"):  # cancelled or expired while it waited
+        dropped = c.mbs.drop_one(batch_id, index, attempt)
+        c.budget.release(model, rid)
+        c.trigger_dispatch([model])
+        if dropped.last:
+            c.send_control("tokenbatch.finalize", [batch_id])
+        return "dropped"
     lease = c.settings.lease_seconds
     payload = list(read_jsonl(c.storage, payload_path(batch_id, index)))
     with Heartbeat(lease / 3, lambda: c.budget.extend(model, rid, lease)):

@@ -1,0 +1,90 @@
+"""Faults are features: SIGKILLed workers and a restarted Redis lose no request and leak no token."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import Stack, assert_exactly_once, batch_file, wait_for
+
+from limits import TokenBudget
+from scheduler import keys
+from scheduler.lifecycle import Stage
+from scheduler.redis_server import EmbeddedRedis
+
+pytestmark = pytest.mark.slow
+
+
+def _running(stack: Stack, batch_id: str) -> bool:
+    return any(s.startswith("run:") for s in stack.service.microbatches.states(batch_id).values())
+
+
+def test_killed_inference_worker_loses_no_request(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    b = stack.submit(batch_file(24, max_tokens=48))
+    wait_for(lambda: stack.batch(b.id).completed > 0 and _running(stack, b.id), 120, "a micro-batch running",
+             stack.logs)
+    stack.kill("infer-tiny")
+    killed_at = time.monotonic()
+    final = stack.wait(b.id, timeout=180)
+    assert final.stage == Stage.COMPLETED, stack.logs()
+    out, err = stack.lines(final)
+    assert_exactly_once(out, err, [f"r-{i}" for i in range(24)])
+    assert err == [] and final.completed == 24
+    assert time.monotonic() - killed_at < 120  # the lease, not the broker's 1 h visibility timeout
+    assert TokenBudget(stack.client).stats("tiny").enqueued == 0
+    assert stack.part("infer-tiny").restarts >= 1
+
+
+def test_killed_control_worker_during_validation_recovers(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(batch=64)
+    b = stack.submit(batch_file(3000, max_tokens=1))
+    lease = keys.stage_lease(b.id, "validate")
+    wait_for(lambda: stack.client.get(lease) not in (None, b"queued"), 60, "validation to start", stack.logs)
+    assert stack.batch(b.id).stage == Stage.VALIDATING
+    stack.kill("worker")
+    final = stack.wait(b.id, timeout=240)
+    assert final.stage == Stage.COMPLETED, stack.logs()
+    out, err = stack.lines(final)
+    assert_exactly_once(out, err, [f"r-{i}" for i in range(3000)])
+
+
+def test_killed_control_worker_during_aggregation_recovers(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(batch=64)
+    caught = None
+    for attempt in range(3):
+        b = stack.submit(batch_file(1500, f"t{attempt}", max_tokens=1))
+        wait_for(lambda b=b: stack.batch(b.id).stage in (Stage.FINALIZING, Stage.COMPLETED), 240,  # type: ignore[misc]
+                 "aggregation", stack.logs)
+        if stack.batch(b.id).stage == Stage.FINALIZING:
+            stack.kill("worker")
+            caught = b
+            break
+    assert caught is not None, "never caught the batch while it was being aggregated"
+    final = stack.wait(caught.id, timeout=120)
+    assert final.stage == Stage.COMPLETED, stack.logs()
+    out, err = stack.lines(final)
+    assert_exactly_once(out, err, [line["custom_id"] for line in out + err])
+    assert final.total == 1500 == len(out) + len(err)
+
+
+def test_state_survives_a_redis_restart_mid_batch(make_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "own-redis").start()
+    try:
+        stack = make_stack(redis_url=server.url)
+        b = stack.submit(batch_file(24, max_tokens=32))
+        wait_for(lambda: stack.batch(b.id).completed > 0, 120, "first results", stack.logs)
+        server.stop()  # SIGTERM: Redis writes its AOF and exits
+        time.sleep(1)
+        server.start()  # same directory and port: the AOF replays
+        stack.client = redis.Redis.from_url(server.url)
+        final = stack.wait(b.id, timeout=180)
+        assert final.stage == Stage.COMPLETED, stack.logs()
+        out, err = stack.lines(final)
+        assert_exactly_once(out, err, [f"r-{i}" for i in range(24)])
+        assert TokenBudget(stack.client).stats("tiny").enqueued == 0
+    finally:
+        server.stop()
