@@ -90,10 +90,11 @@ def models_with_work() -> str:
     return f"{P}:models"  # set of models that ever had queued work (the sweep re-triggers their dispatch)
 
 
-# Auth
+# Counters
 def requests_by_model() -> str:
     return f"{P}:requests"  # hash: "<model>|success" / "<model>|error" -> requests finished so far
 
 
+# Auth
 def api_keys() -> str:
     return f"{P}:apikeys"  # hash: sha256(key) -> tenant

@@ -148,11 +148,7 @@ class Batch(OpenAIBaseModel):
 
     @classmethod
     def from_record(cls, b: BatchRecord) -> Batch:
-        errors = None
-        if b.errors:
-            errors = BatchErrors(data=[BatchError(code=_opt_str(e.get("code")), message=_opt_str(e.get("message")),
-                                                  param=_opt_str(e.get("param")), line=_opt_int(e.get("line")))
-                                       for e in b.errors])
+        errors = BatchErrors(data=[_batch_error(e) for e in b.errors]) if b.errors else None
         t = b.times
         return cls(
             id=b.id, endpoint=b.endpoint, model=b.models[0] if b.models else None, errors=errors,
@@ -209,6 +205,13 @@ class ModelObject(OpenAIBaseModel):
 class ModelList(OpenAIBaseModel):
     object: Literal["list"] = "list"
     data: list[ModelObject]
+
+
+def _batch_error(e: Any) -> BatchError:
+    if not isinstance(e, dict):  # tolerate a bare message written by an older worker
+        return BatchError(message=str(e))
+    return BatchError(code=_opt_str(e.get("code")), message=_opt_str(e.get("message")),
+                      param=_opt_str(e.get("param")), line=_opt_int(e.get("line")))
 
 
 def _opt_str(value: Any) -> str | None:

@@ -13,7 +13,7 @@ from typing import IO, Any
 import redis
 
 from scheduler import keys
-from scheduler.errors import InvalidRequest, TooLarge
+from scheduler.errors import Conflict, InvalidRequest, NotFound, TooLarge
 from scheduler.lifecycle import Stage, transition
 from scheduler.microbatch import MicroBatches
 from scheduler.records import BatchRecord, FileRecord, Records, new_id
@@ -23,6 +23,7 @@ from scheduler.storage import Storage
 ENDPOINT = "/v1/chat/completions"
 WINDOW = re.compile(r"^(\d+)([smhd])$")
 UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_WINDOW = 7 * 86400
 INPUT_PURPOSES = {"batch", "batch-api"}
 MAX_METADATA = 16
 
@@ -57,7 +58,11 @@ def window_seconds(window: str, default: int) -> int:
     if not m or int(m.group(1)) <= 0:
         raise InvalidRequest(f"completion_window {window!r} must look like '24h'", param="completion_window",
                              code="invalid_completion_window")
-    return int(m.group(1)) * UNIT[m.group(2)]
+    seconds = int(m.group(1)) * UNIT[m.group(2)]
+    if seconds > MAX_WINDOW:
+        raise InvalidRequest(f"completion_window {window!r} is longer than 7 days", param="completion_window",
+                             code="invalid_completion_window")
+    return seconds
 
 
 class Service:
@@ -117,7 +122,10 @@ class Service:
                 isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
             raise InvalidRequest(f"metadata must be at most {MAX_METADATA} string pairs", param="metadata",
                                  code="invalid_metadata")
-        source = self.records.get_file(tenant, input_file_id)  # 404 for another tenant's file
+        try:
+            source = self.records.get_file(tenant, input_file_id)  # 404 for another tenant's file too
+        except NotFound as exc:
+            raise NotFound(exc.message, param="input_file_id", code=exc.code) from None
         if source.purpose not in INPUT_PURPOSES:
             raise InvalidRequest(f"File {input_file_id!r} has purpose {source.purpose!r}, not 'batch'",
                                  param="input_file_id", code="invalid_input_file")
@@ -130,13 +138,20 @@ class Service:
         return batch
 
     def cancel_batch(self, tenant: str, batch_id: str) -> BatchRecord:
-        """validating, queued, in_progress -> cancelling: nothing new is dispatched, running work finishes."""
+        """validating, queued, in_progress -> cancelling: nothing new is dispatched, running work finishes.
+
+        Cancelling twice returns the batch as it is; a batch that already ended (or is being written out)
+        is a Conflict."""
         batch = self.records.get_batch(tenant, batch_id)
         if transition(self.r, batch_id, Stage.CANCELLING):
             _, last = self.microbatches.drop_pending(batch_id, "cancelled")
             if last or (batch.stage != Stage.VALIDATING and self._all_finished(batch_id)):
                 self.send("tokenbatch.finalize", [batch_id])
-        return self.records.get_batch(tenant, batch_id)
+        batch = self.records.get_batch(tenant, batch_id)
+        if batch.stage not in (Stage.CANCELLING, Stage.CANCELLED):
+            raise Conflict(f"Cannot cancel a batch with status {batch.stage.value!r}.", param="batch_id",
+                           code="batch_not_cancellable")
+        return batch
 
     def _all_finished(self, batch_id: str) -> bool:
         b = self.records.batch(batch_id)
