@@ -62,3 +62,48 @@ def test_an_empty_file_fails_the_batch(make_stack: Callable[..., Stack]) -> None
     stack = make_stack()
     b = stack.wait(stack.submit(b"\n\n").id)
     assert b.stage == Stage.FAILED and b.errors[0]["code"] == "empty_file"
+
+
+def test_openai_sdk_round_trip_against_the_whole_stack(make_stack: Callable[..., Stack]) -> None:
+    """The official SDK, strict response validation on, changes nothing but base_url and key."""
+    import time
+
+    from openai import OpenAI
+
+    stack = make_stack(api=True)
+    client = OpenAI(base_url=stack.base_url + "/v1", api_key="key-acme", _strict_response_validation=True)
+    uploaded = client.files.create(file=("input.jsonl", batch_file(6)), purpose="batch")
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h", metadata={"job": "sdk"})
+    assert batch.status == "validating"
+    deadline = time.monotonic() + 120
+    while batch.status not in ("completed", "failed", "expired", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.3)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed", stack.logs()
+    assert batch.request_counts is not None and batch.request_counts.completed == 6
+    assert batch.output_file_id and batch.error_file_id is None
+    lines = [orjson.loads(x) for x in client.files.content(batch.output_file_id).content.splitlines()]
+    assert [x["custom_id"] for x in lines] == [f"r-{i}" for i in range(6)]
+    assert client.files.retrieve(batch.output_file_id).purpose == "batch_output"
+    assert [b.id for b in client.batches.list()] == [batch.id]
+    other = OpenAI(base_url=stack.base_url + "/v1", api_key="key-globex", max_retries=0)
+    import openai
+
+    try:
+        other.batches.retrieve(batch.id)
+        raise AssertionError("another tenant saw the batch")
+    except openai.NotFoundError:
+        pass
+
+
+def test_binary_files_and_huge_lines_fail_with_line_numbers(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    binary = stack.wait(stack.submit(bytes(range(256)) * 64).id)
+    assert binary.stage == Stage.FAILED and binary.errors[0]["code"] == "invalid_json"
+    huge = request_line("big", "x" * (1024 * 1024))
+    b = stack.wait(stack.submit(request_line("a", "hi") + huge).id)
+    assert b.stage == Stage.COMPLETED  # a 1 MB line is valid JSON: it becomes a per-request error
+    out, err = stack.lines(b)
+    assert [o["custom_id"] for o in out] == ["a"]
+    assert [e["custom_id"] for e in err] == ["big"] and err[0]["error"]["code"] == "context_length_exceeded"
