@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## run: the whole stack on the embedded default, a sample batch through it, where the results are.
 run: install
-	$(VENV)/bin/tokenbatch demo
+	$(VENV)/bin/tokenbatch run examples/batch_input.jsonl -o output/batch_output.jsonl --errors output/batch_errors.jsonl
 
 ## test: lint, then every test (unit, integration against a real redis-server and Celery worker, slow faults).
 test: install lint

@@ -1,0 +1,140 @@
+"""Pipeline overhead: a 50,000-request batch on the dry-run engine, create -> completed, through the whole
+stack (embedded Redis, control worker, inference worker, beat), against a floor: one process that reads,
+validates, counts, packs, "runs" (the same dry-run engine) and writes the same output with no queue.
+
+    make bench-pipeline                   # 50,000 requests
+    .venv/bin/python bench/pipeline.py --requests 5000
+
+Prints both times and the ratio ``service/floor``. Not a test: figures go to bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from inference.engine import load_engine  # noqa: E402
+from inference.registry import load_models  # noqa: E402
+from inference.tokens import load_counter  # noqa: E402
+from scheduler.celery_app import make_app, sender  # noqa: E402
+from scheduler.lifecycle import TERMINAL  # noqa: E402
+from scheduler.plan import plan_file  # noqa: E402
+from scheduler.service import ENDPOINT, Service  # noqa: E402
+from scheduler.settings import Settings  # noqa: E402
+from scheduler.supervisor import Supervisor, stack_parts  # noqa: E402
+from tasks.context import Rules, pack_tuples  # noqa: E402
+
+MODELS = """\
+[[models]]
+id = "dry"
+path = "dry-run"
+engine = "dry-run"
+context_length = 4096
+max_batch_requests = {batch}
+max_batch_tokens = 1000000
+default_max_tokens = 16
+"""
+
+
+def make_input(n: int) -> bytes:
+    lines = []
+    for i in range(n):
+        body = {
+            "model": "dry",
+            "messages": [{"role": "user", "content": f"Question number {i}: " + "word " * (i % 50)}],
+            "max_tokens": 16,
+        }
+        lines.append(orjson.dumps({"custom_id": f"req-{i}", "method": "POST", "url": ENDPOINT, "body": body}))
+    return b"\n".join(lines) + b"\n"
+
+
+def floor(data: bytes, models: Path) -> float:
+    """Read, validate, count, pack, run and write in one process: the work with no queue around it."""
+    started = time.perf_counter()
+    spec = load_models(models)["dry"]
+    rules = {"dry": Rules(spec, load_counter(spec))}
+    engine = load_engine(spec)
+    plan = plan_file(
+        io.BytesIO(data),
+        endpoint=ENDPOINT,
+        rules=rules,
+        pack=pack_tuples,  # type: ignore[arg-type]
+        max_requests=50_000,
+        budget_cap=10_000_000,
+    )
+    source = io.BytesIO(data)
+    by_index = {r.index: r for r in plan.requests}
+    results: dict[int, bytes] = {}
+    for mb in plan.microbatches:
+        bodies = []
+        for i in mb.indexes:
+            source.seek(by_index[i].offset)
+            bodies.append(orjson.loads(source.read(by_index[i].length))["body"])
+        for i, outcome in zip(mb.indexes, engine.generate(bodies), strict=True):
+            results[i] = orjson.dumps({"custom_id": by_index[i].custom_id, "response": {"body": outcome.body}})
+    with tempfile.NamedTemporaryFile("wb") as out:
+        for i in sorted(results):
+            out.write(results[i] + b"\n")
+    return time.perf_counter() - started
+
+
+def service(data: bytes, models: Path, workdir: Path) -> tuple[float, int]:
+    settings = Settings.load(env={}, data_dir=workdir, models=models, sweep_interval=5)
+    sup = Supervisor(settings, stack_parts(settings, ["dry"], api=False))
+    settings = sup.start()
+    try:
+        client = redis.Redis.from_url(settings.redis_url or "")
+        svc = Service(settings, client, sender(make_app(settings)))
+        time.sleep(8)  # let the workers boot: we time the batch, not process start-up
+        started = time.perf_counter()
+        f = svc.store_upload("bench", "input.jsonl", "batch", [data])
+        batch = svc.create_batch("bench", input_file_id=f.id, endpoint=ENDPOINT)
+        while True:
+            b = svc.records.batch(batch.id)
+            assert b is not None
+            if b.stage in TERMINAL:
+                break
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        if b.stage.value != "completed":
+            raise SystemExit(f"batch ended {b.stage}: {b.errors}")
+        return elapsed, b.microbatches
+    finally:
+        sup.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=256, help="max requests per micro-batch")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="tokenbatch-bench-"))
+    try:
+        models = workdir / "models.toml"
+        models.write_text(MODELS.format(batch=args.batch))
+        data = make_input(args.requests)
+        print(f"{args.requests} requests ({len(data) / 1e6:.1f} MB), dry-run engine, micro-batches of {args.batch}")
+        bare = floor(data, models)
+        print(f"floor (one process, no queue):      {bare:7.2f} s  ({args.requests / bare:,.0f} requests/s)")
+        full, mbs = service(data, models, workdir / "stack")
+        print(
+            f"service (create -> completed):      {full:7.2f} s  ({args.requests / full:,.0f} requests/s, {mbs} micro-batches)"
+        )
+        print(f"service/floor: {full / bare:.2f}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
