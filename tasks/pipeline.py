@@ -14,6 +14,7 @@ from inference.errors import InferenceError
 from scheduler import keys
 from scheduler.aggregate import write_results
 from scheduler.celery_app import app
+from scheduler.errors import NotFound
 from scheduler.lease import StageLease
 from scheduler.lifecycle import TERMINAL, Stage, transition
 from scheduler.microbatch import write_payloads
@@ -60,14 +61,12 @@ def _validate(c: Context, batch_id: str, lease: StageLease) -> str:
             plan = plan_file(fh, endpoint=batch.endpoint, rules=rules, pack=pack_tuples,  # type: ignore[arg-type]
                              max_requests=c.settings.max_requests_per_file,
                              budget_cap=c.settings.enqueued_tokens_per_model, heartbeat=lease.renew)
+    except NotFound:  # the input file was deleted after the batch was created
+        _fail(c, batch_id, "invalid_input_file", f"Input file {batch.input_file_id!r} no longer exists")
+        return "failed"
     except (InferenceError, FileNotFoundError) as exc:
         _fail(c, batch_id, "validation_error", f"The batch could not be validated: {exc}")
         return "failed"
-    except Exception as exc:
-        if getattr(exc, "status", None) == 404:  # the input file was deleted
-            _fail(c, batch_id, "invalid_input_file", f"Input file {batch.input_file_id!r} no longer exists")
-            return "failed"
-        raise
     if not plan.ok:
         transition(c.client, batch_id, Stage.FAILED, errors=orjson.dumps(plan.failure_errors()).decode())
         return "failed"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from scheduler import keys
+from scheduler import keys, worker_metrics
 from scheduler.celery_app import app
 from scheduler.lease import lease_held
 from scheduler.lifecycle import RUNNABLE, TERMINAL, Stage
@@ -27,12 +27,18 @@ def reclaim_leases(c: Context) -> tuple[int, set[str]]:
     requeued, models = 0, set()
     for model in c.budget.models():
         for rid in c.budget.reclaim(model):
+            worker_metrics.LEASES_RECLAIMED.labels(model).inc()
             batch_id, index = parse_entry(rid)
             batch = c.records.batch(batch_id)
-            if batch is not None and c.mbs.requeue(batch_id, index):
+            if batch is None or not c.mbs.requeue(batch_id, index):
+                continue
+            log.warning("lease of %s expired: dispatching it again", rid)
+            requeued += 1
+            if batch.end_reason:  # cancelled or expired meanwhile: it will not run again
+                if c.mbs.drop_pending(batch_id, batch.end_reason)[1]:
+                    c.send_control("tokenbatch.finalize", [batch_id])
+            else:
                 c.mbs.push(batch_id, batch.tenant, [index], front=True)
-                requeued += 1
-                log.warning("lease of %s expired: dispatching it again", rid)
             models.add(model)
     return requeued, models
 
@@ -53,6 +59,9 @@ def check_batches(c: Context) -> int:
         if b.stage in RUNNABLE and now >= b.expires_at and b.end_reason is None:
             log.warning("batch %s passed its completion window", batch_id)
             c.mbs.drop_pending(batch_id, "expired")
+            b = c.records.batch(batch_id) or b
+        elif b.end_reason and b.microbatches_finished < b.microbatches:
+            c.mbs.drop_pending(batch_id, b.end_reason)  # a pending straggler of an ending batch never runs
             b = c.records.batch(batch_id) or b
         if (b.stage == Stage.QUEUED and not c.client.hget(keys.batch(batch_id), "enqueued")
                 and not lease_held(c.client, batch_id, "validate")):
