@@ -88,3 +88,17 @@ def test_state_survives_a_redis_restart_mid_batch(make_stack: Callable[..., Stac
         assert TokenBudget(stack.client).stats("tiny").enqueued == 0
     finally:
         server.stop()
+
+
+def test_cancel_then_killed_worker_still_ends_cancelled(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    b = stack.submit(batch_file(24, max_tokens=48))
+    wait_for(lambda: _running(stack, b.id), 120, "a micro-batch running", stack.logs)
+    stack.service.cancel_batch("acme", b.id)
+    stack.kill("infer-tiny")  # the running micro-batch dies with it; its lease must not strand the batch
+    final = stack.wait(b.id, timeout=180)
+    assert final.stage == Stage.CANCELLED, stack.logs()
+    out, err = stack.lines(final)
+    assert_exactly_once(out, err, [f"r-{i}" for i in range(24)])
+    assert final.total == final.completed + final.failed == 24
+    assert TokenBudget(stack.client).stats("tiny").enqueued == 0
