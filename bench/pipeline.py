@@ -128,9 +128,8 @@ def main() -> None:
         bare = floor(data, models)
         print(f"floor (one process, no queue):      {bare:7.2f} s  ({args.requests / bare:,.0f} requests/s)")
         full, mbs = service(data, models, workdir / "stack")
-        print(
-            f"service (create -> completed):      {full:7.2f} s  ({args.requests / full:,.0f} requests/s, {mbs} micro-batches)"
-        )
+        rate = f"{args.requests / full:,.0f} requests/s, {mbs} micro-batches"
+        print(f"service (create -> completed):      {full:7.2f} s  ({rate})")
         print(f"service/floor: {full / bare:.2f}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

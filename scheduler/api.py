@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler import api_batches, api_deps, api_files, metrics
+from scheduler import api_batches, api_deps, api_files, api_together, metrics
 from scheduler.api_deps import ApiState
 from scheduler.errors import InvalidRequest, NotFound, TokenbatchError
 from scheduler.schemas import ModelList, ModelObject
@@ -120,6 +120,7 @@ def create_app(settings: Settings, client: redis.Redis | None = None, send: Send
     _install_error_handlers(app)
     app.include_router(api_files.router)
     app.include_router(api_batches.router)
+    app.include_router(api_together.router)  # the Together face, under /together
     _install_ops_routes(app)
     app.add_middleware(Observe)
     return app

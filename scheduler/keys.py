@@ -28,6 +28,10 @@ def tenant_files(tenant: str) -> str:
     return f"{P}:files:{tenant}"  # zset: file id -> created (ms), newest first by ZREVRANGE
 
 
+def upload_signing_secret() -> str:
+    return f"{P}:upload-signing-secret"  # random HMAC secret for signed upload URLs, made once
+
+
 def upload_token(token_id: str) -> str:
     return f"{P}:upload:{token_id}"  # single-use marker for signed upload URLs
 

@@ -3,6 +3,7 @@ and cancelled, with the same checks and the same errors wherever they come from.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from collections.abc import Callable, Iterable
@@ -82,14 +83,20 @@ class Service:
         return read_served_models(str(self.settings.models) if self.settings.models else None)
 
     # Files
-    def store_upload(self, tenant: str, filename: str, purpose: str, chunks: Iterable[bytes]) -> FileRecord:
-        """Stream an upload to storage, refusing past the size cap without keeping anything."""
+    def store_upload(
+        self, tenant: str, filename: str, purpose: str, chunks: Iterable[bytes], *, file_id: str | None = None,
+        sha256: str | None = None,
+    ) -> FileRecord:
+        """Stream an upload to storage, refusing past the size cap (or a wrong ``sha256``) without keeping
+        anything: the storage writer publishes the file only when the block exits cleanly. ``file_id`` is for
+        uploads whose id was announced before the bytes arrived (the Together face's signed PUT)."""
         if purpose not in INPUT_PURPOSES:
             raise InvalidRequest(f"purpose must be 'batch' (got {purpose!r})", param="purpose",
                                  code="invalid_purpose")
-        file_id = new_id("file-")
+        file_id = file_id or new_id("file-")
         path = f"files/{file_id}"
         cap = self.settings.max_file_bytes
+        digest = hashlib.sha256()
         size = 0
         with self.storage.writer(path) as out:
             for chunk in chunks:
@@ -97,7 +104,12 @@ class Service:
                 if size > cap:
                     raise TooLarge(f"The file is larger than the limit of {cap} bytes",
                                    param="file", code="file_too_large")
+                if sha256:
+                    digest.update(chunk)
                 out.write(chunk)
+            if sha256 and digest.hexdigest() != sha256:
+                raise InvalidRequest("The uploaded bytes do not match the checksum sent with POST /v1/files.",
+                                     param="checksum", code="checksum_mismatch")
         return self.records.create_file(file_id=file_id, tenant=tenant, filename=filename, size=size,
                                         purpose=purpose, path=path)
 
