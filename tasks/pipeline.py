@@ -7,6 +7,7 @@ done, so a redelivered or duplicated task changes nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import orjson
 
@@ -36,12 +37,17 @@ def validate(batch_id: str) -> str:
     batch = c.records.batch(batch_id)
     if batch is None or batch.stage not in (Stage.VALIDATING, Stage.CANCELLING):
         return "skipped"
-    lease = StageLease(c.client, batch_id, "validate", c.settings.lease_seconds)
+    return _leased(c, batch_id, "validate", _validate)
+
+
+def _leased(c: Context, batch_id: str, stage: str, work: Callable[[Context, str, StageLease], str]) -> str:
+    """Run ``work`` holding the batch's stage lease, renewed by a heartbeat; "busy" if another worker has it."""
+    lease = StageLease(c.client, batch_id, stage, c.settings.lease_seconds)
     if not lease.acquire():
         return "busy"
     try:
         with Heartbeat(c.settings.lease_seconds / 3, lease.renew):
-            return _validate(c, batch_id, lease)
+            return work(c, batch_id, lease)
     finally:
         lease.release()
 
@@ -133,31 +139,28 @@ def finalize(batch_id: str) -> str:
     batch = c.records.batch(batch_id)
     if batch is None or batch.stage in TERMINAL or batch.microbatches_finished < batch.microbatches:
         return "skipped"
-    lease = StageLease(c.client, batch_id, "finalize", c.settings.lease_seconds)
-    if not lease.acquire():
-        return "busy"
-    try:
-        with Heartbeat(c.settings.lease_seconds / 3, lease.renew):
-            target = _target(c, batch_id)
-            batch = c.records.batch(batch_id)
-            if target is None or batch is None:
-                return "skipped"
-            written = write_results(c.storage, c.mbs, batch, heartbeat=lease.renew)
-            ids = {}
-            for kind, path, size in (("output", written.output_path, written.output_bytes),
-                                     ("errors", written.error_path, written.error_bytes)):
-                if path is None:
-                    continue
-                file_id = f"file-{batch_id.removeprefix('batch_')}-{kind}"
-                c.records.create_file(file_id=file_id, tenant=batch.tenant, size=size, purpose="batch_output",
-                                      filename=f"{batch_id}_{kind}.jsonl", path=path)
-                ids[f"{'output' if kind == 'output' else 'error'}_file_id"] = file_id
-            moved = transition(c.client, batch_id, target, completed=written.completed, failed=written.failed,
-                               total=written.completed + written.failed, **ids)
-            if moved:
-                for part in ("mb", "res"):
-                    c.storage.delete(f"batches/{batch_id}/{part}", recursive=True)
-            log.info("batch %s -> %s (%d ok, %d failed)", batch_id, target, written.completed, written.failed)
-            return target.value
-    finally:
-        lease.release()
+    return _leased(c, batch_id, "finalize", _finalize)
+
+
+def _finalize(c: Context, batch_id: str, lease: StageLease) -> str:
+    target = _target(c, batch_id)
+    batch = c.records.batch(batch_id)
+    if target is None or batch is None:
+        return "skipped"
+    written = write_results(c.storage, c.mbs, batch, heartbeat=lease.renew)
+    ids = {}
+    for kind, path, size in (("output", written.output_path, written.output_bytes),
+                             ("errors", written.error_path, written.error_bytes)):
+        if path is None:
+            continue
+        file_id = f"file-{batch_id.removeprefix('batch_')}-{kind}"
+        c.records.create_file(file_id=file_id, tenant=batch.tenant, size=size, purpose="batch_output",
+                              filename=f"{batch_id}_{kind}.jsonl", path=path)
+        ids[f"{'output' if kind == 'output' else 'error'}_file_id"] = file_id
+    moved = transition(c.client, batch_id, target, completed=written.completed, failed=written.failed,
+                       total=written.completed + written.failed, **ids)
+    if moved:
+        for part in ("mb", "res"):
+            c.storage.delete(f"batches/{batch_id}/{part}", recursive=True)
+    log.info("batch %s -> %s (%d ok, %d failed)", batch_id, target, written.completed, written.failed)
+    return target.value
