@@ -1,9 +1,11 @@
 """Prometheus metrics. Shared state is read from Redis at scrape time, so every process agrees.
 
-The API and each worker expose ``render(client, settings)``: the process's own metrics (the default
-registry: API latency, process and GC) followed by the gauges read from Redis now (batches per stage,
-enqueued tokens and their cap per model, requests per model and outcome, Celery queue depths). Nothing is
-pushed or cached, so a restarted process reports the same numbers as one that has run for a week.
+The API and each worker expose the process's own metrics (the default registry: API latency here, the
+workers' counters in ``worker_metrics``, process and GC) followed by the gauges read from Redis now:
+batches per stage and near their deadline, requests per model and outcome, enqueued tokens and their cap,
+leases, micro-batches queued and waiting for the budget, Celery queue depths. Nothing is pushed or cached,
+so a restarted process reports the same numbers as one that has run for a week, and dashboards take
+``max`` of these across processes (``sum`` of the process-local ones).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from scheduler import keys
 from scheduler.celery_app import CONTROL_QUEUE, infer_queue
-from scheduler.lifecycle import TERMINAL, Stage
+from scheduler.lifecycle import RUNNABLE, TERMINAL, Stage
 from scheduler.service import read_served_models
 from scheduler.settings import Settings
 
@@ -34,6 +36,7 @@ API_LATENCY = Histogram(
 # kombu's Redis transport keeps one list per priority step; priority 0 is the bare queue name.
 _PRIORITY_SEP = "\x06\x16"
 _PRIORITY_STEPS = (0, 3, 6, 9)
+NEAR_DEADLINE = 0.1  # a queued or running batch with less than this share of its window left is near it
 
 
 def _text(value: bytes | str) -> str:
@@ -53,7 +56,7 @@ class RedisCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("tokenbatch_redis_up", "1 if Redis answered this scrape.")
         try:
-            families = [*self._batches(), *self._requests(), *self._budget(), *self._queues()]
+            families = [*self._batches(), *self._requests(), *self._budget(), *self._waiting(), *self._queues()]
         except redis.RedisError as exc:
             log.warning("metrics: Redis unreachable: %s", exc)
             up.add_metric([], 0)
@@ -70,18 +73,31 @@ class RedisCollector(Collector):
             log.warning("metrics: cannot read models file: %s", exc)
             return []
 
+    def _models(self) -> list[str]:
+        """Served models and every model that ever had queued work."""
+        return sorted(set(self._served()) | {_text(m) for m in self.client.smembers(keys.models_with_work())})
+
     def _batches(self) -> list[Metric]:
         counts = dict.fromkeys((s.value for s in Stage), 0)
         active = [_text(m) for m in self.client.smembers(keys.active_batches())]
         pipe = self.client.pipeline(transaction=False)
+        pipe.time()
         for batch_id in active:
-            pipe.hget(keys.batch(batch_id), "stage")
-        for raw in pipe.execute() if active else []:
-            stage = _text(raw) if raw is not None else None
+            pipe.hmget(keys.batch(batch_id), "stage", "created_at", "expires_at")
+        now, *rows = pipe.execute()
+        near, remaining = 0, None
+        for raw_stage, raw_created, raw_expires in rows:
+            stage = _text(raw_stage) if raw_stage is not None else None
             # Terminal batches are counted once, from the finished hash (a batch leaves the active set
             # just after its transition).
-            if stage in counts and Stage(stage) not in TERMINAL:
-                counts[stage] += 1
+            if stage not in counts or Stage(stage) in TERMINAL:
+                continue
+            counts[stage] += 1
+            if Stage(stage) in RUNNABLE and raw_created and raw_expires:
+                created, expires = int(float(raw_created)), int(float(raw_expires))
+                left = expires - int(now[0])
+                remaining = left if remaining is None else min(remaining, left)
+                near += left < NEAR_DEADLINE * (expires - created)
         for stage, n in self.client.hgetall(keys.finished_batches()).items():
             if _text(stage) in counts and Stage(_text(stage)) in TERMINAL:
                 counts[_text(stage)] = int(n)
@@ -89,7 +105,13 @@ class RedisCollector(Collector):
                               "terminal stage.", labels=["stage"])
         for stage, n in counts.items():
             g.add_metric([stage], n)
-        return [g]
+        near_g = GaugeMetricFamily("tokenbatch_batches_near_deadline", "Queued or running batches with less than "
+                                   f"{NEAR_DEADLINE:.0%} of their completion window left.", value=near)
+        left_g = GaugeMetricFamily("tokenbatch_batch_deadline_min_remaining_seconds", "Seconds until the soonest "
+                                   "deadline of a queued or running batch (absent when none is).")
+        if remaining is not None:
+            left_g.add_metric([], remaining)
+        return [g, near_g, left_g]
 
     def _requests(self) -> list[Metric]:
         c = CounterMetricFamily("tokenbatch_requests", "Requests finished, per model and outcome.",
@@ -114,7 +136,7 @@ class RedisCollector(Collector):
                                    labels=["model"])
         expired = GaugeMetricFamily("tokenbatch_budget_expired_leases", "Reservations past their lease and not "
                                     "yet reclaimed.", labels=["model"])
-        for model in sorted(set(budget.models()) | set(self._served())):
+        for model in sorted(set(budget.models()) | set(self._models())):
             s = budget.stats(model)
             enqueued.add_metric([model], s.enqueued)
             # A model that never reserved has no stored cap yet: show the configured one.
@@ -123,8 +145,36 @@ class RedisCollector(Collector):
             expired.add_metric([model], s.expired)
         return [enqueued, cap, leases, expired]
 
+    def _waiting(self) -> list[Metric]:
+        """Micro-batches the dispatcher found over the budget and that are still pending, per model."""
+        count = GaugeMetricFamily("tokenbatch_budget_waiting_microbatches", "Micro-batches at the head of a queue "
+                                  "waiting for the token budget.", labels=["model"])
+        oldest = GaugeMetricFamily("tokenbatch_budget_wait_oldest_seconds", "How long the longest-waiting "
+                                   "micro-batch has waited for the token budget.", labels=["model"])
+        queued = GaugeMetricFamily("tokenbatch_queued_microbatches", "Micro-batches in a model's tenant queues, not "
+                                   "yet admitted by the budget.", labels=["model"])
+        now = int(self.client.time()[0])
+        for model in self._models():
+            tenants = [_text(t) for t in self.client.smembers(keys.model_tenants(model))]
+            waiting = {_text(k): int(v) for k, v in self.client.hgetall(keys.waiting_since(model)).items()}
+            pipe = self.client.pipeline(transaction=False)
+            for tenant in tenants:
+                pipe.llen(keys.model_queue(model, tenant))
+            for rid in waiting:
+                batch_id, _, index = rid.rpartition(":")
+                pipe.hget(keys.microbatches(batch_id), index)
+            replies = pipe.execute() if tenants or waiting else []
+            lengths, states = replies[:len(tenants)], replies[len(tenants):]
+            # An entry whose micro-batch was dropped (cancel, expiry) while it waited is not waiting.
+            since = [t for t, st in zip(waiting.values(), states, strict=True) if st is not None and
+                     _text(st) == "pending"]
+            queued.add_metric([model], sum(int(n) for n in lengths))
+            count.add_metric([model], len(since))
+            oldest.add_metric([model], max(0, now - min(since)) if since else 0)
+        return [queued, count, oldest]
+
     def _queues(self) -> list[Metric]:
-        names = [CONTROL_QUEUE, *(infer_queue(m) for m in self._served())]
+        names = [CONTROL_QUEUE, *(infer_queue(m) for m in self._models())]
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             for step in _PRIORITY_STEPS:

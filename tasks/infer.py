@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from inference.engine import Engine, Outcome, load_engine
-from scheduler import keys
+from scheduler import keys, worker_metrics
 from scheduler.celery_app import app
 from scheduler.microbatch import entry, payload_path, read_jsonl, result_path
 from tasks.context import Context, Heartbeat, ctx
@@ -79,6 +79,8 @@ def infer(model: str, batch_id: str, index: int, attempt: int) -> str:
                 failed += 1
                 line["error"] = o.error
             out.write(orjson.dumps(line) + b"\n")
+    worker_metrics.microbatch_done(model, requests=len(payload), tokens=meta.tokens, prompt_tokens=prompt,
+                                   completion_tokens=completion)
     spec = engine.spec
     cost = (prompt * spec.input_price_per_mtok + completion * spec.output_price_per_mtok) / 1e6
     cost *= c.settings.batch_discount
