@@ -16,6 +16,9 @@ from celery import Celery
 from scheduler.settings import Settings
 
 CONTROL_QUEUE = "tokenbatch.control"
+# Where a plain Celery client's send_task lands when it names no queue: the control worker consumes it too,
+# so an internal service needs nothing of ours, not even our routing. Give tokenbatch its own broker database.
+DOOR_QUEUE = "celery"
 
 
 def infer_queue(model: str) -> str:

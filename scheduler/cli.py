@@ -18,7 +18,7 @@ import redis
 import typer
 from rich.console import Console
 
-from scheduler.celery_app import CONTROL_QUEUE, infer_queue, make_app, sender
+from scheduler.celery_app import CONTROL_QUEUE, DOOR_QUEUE, infer_queue, make_app, sender
 from scheduler.progress import follow
 from scheduler.service import ENDPOINT, Service, read_served_models
 from scheduler.settings import Settings
@@ -101,7 +101,7 @@ def api(port: Annotated[int | None, typer.Option()] = None, host: Annotated[str 
 def worker(concurrency: Annotated[int, typer.Option("-c")] = 4, models: ModelsOpt = None) -> None:
     """A control worker: validation, dispatch, aggregation, sweeps."""
     settings = _settings(models=models)
-    _celery(settings, "worker", "-Q", CONTROL_QUEUE, "-P", "threads", "-c", str(concurrency),
+    _celery(settings, "worker", "-Q", f"{CONTROL_QUEUE},{DOOR_QUEUE}", "-P", "threads", "-c", str(concurrency),
             "-n", f"control-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "-l", "INFO")
 
 

@@ -85,34 +85,40 @@ class Dispatcher:
             return "empty"
         head = raw.decode()
         batch_id, index = parse_entry(head)
+        rid = entry(batch_id, index)
         meta = self.mbs.meta(batch_id, index)
         if meta is None or self.mbs.state(batch_id, index) != "pending":
-            self.client.lrem(queue, 1, head)  # done, dropped, running, or its batch is gone
+            self._forget(queue, head, model, rid)  # done, dropped, running, or its batch is gone
             return "skipped"
-        rid = entry(batch_id, index)
         try:
             res = self.budget.reserve(model, rid, meta.tokens, cap=self.cap, lease_seconds=self.lease_seconds,
                                       tenant=tenant)
         except ReservationTooLarge:
             # The cap shrank below a planned micro-batch: it can never run. Record it with no result file;
             # aggregation writes its requests to the error file. Never stall the queue behind it.
-            self.client.lrem(queue, 1, head)
+            self._forget(queue, head, model, rid)
             self._fail_oversized(batch_id, index, meta.requests)
             return "skipped"
         if not res.admitted:
             self.client.hsetnx(keys.waiting_since(model), rid, int(self.client.time()[0]))
             return "full"
         attempt, stage = self.mbs.claim(batch_id, index)
-        self.client.lrem(queue, 1, head)
+        self._forget(queue, head, model, rid)
         if not attempt:
             self.budget.release(model, rid)
             return "skipped"
         if stage == Stage.QUEUED:
             transition(self.client, batch_id, Stage.IN_PROGRESS)
         self.client.hincrbyfloat(keys.model_served(model), tenant, meta.tokens)
-        self.client.hdel(keys.waiting_since(model), rid)
         self.send(model, batch_id, index, attempt)
         return "sent"
+
+    def _forget(self, queue: str, head: str, model: str, rid: str) -> None:
+        """Take a head off its queue, and its budget-wait stamp with it."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lrem(queue, 1, head)
+        pipe.hdel(keys.waiting_since(model), rid)
+        pipe.execute()
 
     def _fail_oversized(self, batch_id: str, index: int, requests: int) -> None:
         attempt, _ = self.mbs.claim(batch_id, index)

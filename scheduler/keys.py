@@ -87,7 +87,7 @@ def dispatch_lock(model: str) -> str:
 
 
 def waiting_since(model: str) -> str:
-    return f"{_m(model)}:waiting"  # hash: "batch:index" -> ms when it became runnable (budget-wait metric)
+    return f"{_m(model)}:waiting"  # hash: "batch:index" -> epoch seconds when the budget first refused it
 
 
 def models_with_work() -> str:

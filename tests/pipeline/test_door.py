@@ -27,7 +27,6 @@ CALLER = textwrap.dedent("""
 
     url, steps = sys.argv[1], json.loads(sys.stdin.read())
     app = Celery("caller", broker=url, backend=url)
-    app.conf.task_routes = {"tokenbatch.*": {"queue": "tokenbatch.control"}}
     out = []
     for name, kwargs, *options in steps:
         if name == "wait":  # poll get_batch until the batch ends

@@ -33,7 +33,7 @@ def test_the_settings_table_has_every_setting_and_its_default() -> None:
 
 
 def test_the_guide_documents_the_door_flower_and_the_deploy_files() -> None:
-    for needle in ("tokenbatch.submit", "tokenbatch.get_batch", "tokenbatch.cancel_batch", "task_routes",
+    for needle in ("tokenbatch.submit", "tokenbatch.get_batch", "tokenbatch.cancel_batch",
                    "celery -A scheduler.celery_app flower", "RabbitMQ", "TOKENBATCH_STORAGE_URL", "fsspec"):
         assert needle in GUIDE, needle
     for path in re.findall(r"`(deploy/[\w./-]+)`", GUIDE):
