@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip -q --disable-pip-version-check
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test test-quick lint bench bench-inference bench-pipeline clean together1
+.PHONY: install run test test-quick lint bench bench-inference bench-pipeline bench-service clean together1
 
 install: $(VENV)/.installed
 
@@ -61,6 +61,9 @@ bench-inference: install
 
 bench-pipeline: install
 	$(PY) bench/pipeline.py
+
+bench-service: install
+	$(PY) bench/service.py
 
 clean:
 	rm -rf $(VENV) .venv-together1 .pytest_cache .ruff_cache *.egg-info

