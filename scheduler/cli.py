@@ -243,17 +243,22 @@ def status(batch_id: Annotated[str | None, typer.Argument()] = None) -> None:
                       f"{s.leases} leases, queue {client.llen(infer_queue(model))}")
 
 
+def _client(url: str | None, key: str | None) -> Any:
+    """A client of a running service: --url/--key, else TOKENBATCH_PUBLIC_URL (or host:port) and _API_KEY."""
+    from scheduler.client import Client
+
+    settings = _settings()
+    base = url or settings.public_url or f"http://{settings.host}:{settings.port}"
+    return Client(base, key or settings.api_key or "")
+
+
 @app.command()
 def submit(file: Path, wait: Annotated[bool, typer.Option("--wait")] = False,
            url: Annotated[str | None, typer.Option(help="base URL of the API")] = None,
            key: Annotated[str | None, typer.Option(help="API key")] = None,
            output: Annotated[Path | None, typer.Option("-o", "--output")] = None) -> None:
     """Submit a batch file to a running service; with --wait, follow it and download the results."""
-    from scheduler.client import Client
-
-    settings = _settings()
-    base = url or settings.public_url or f"http://{settings.host}:{settings.port}"
-    client = Client(base, key or settings.api_key or "")
+    client = _client(url, key)
     batch = client.submit(file)
     console.print(f"batch {batch['id']} created")
     if wait:
@@ -261,6 +266,22 @@ def submit(file: Path, wait: Annotated[bool, typer.Option("--wait")] = False,
         if output and final.get("output_file_id"):
             output.write_bytes(client.content(final["output_file_id"]))
             console.print(f"output: {output.resolve()}")
+
+
+@app.command()
+def download(file_id: str, output: Annotated[Path, typer.Option("-o", "--output")],
+             url: Annotated[str | None, typer.Option(help="base URL of the API")] = None,
+             key: Annotated[str | None, typer.Option(help="API key")] = None) -> None:
+    """Download a file (a batch's output or error file) from a running service."""
+    from scheduler.client import ClientError
+
+    client = _client(url, key)
+    try:
+        output.write_bytes(client.content(file_id))
+    except ClientError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{file_id}: {output.stat().st_size} bytes written to {output.resolve()}")
 
 
 @keys_app.command("create")

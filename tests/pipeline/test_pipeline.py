@@ -107,3 +107,28 @@ def test_binary_files_and_huge_lines_fail_with_line_numbers(make_stack: Callable
     out, err = stack.lines(b)
     assert [o["custom_id"] for o in out] == ["a"]
     assert [e["custom_id"] for e in err] == ["big"] and err[0]["error"]["code"] == "context_length_exceeded"
+
+
+def test_a_101_mb_upload_is_413_at_the_default_limit(make_stack: Callable[..., Stack]) -> None:
+    import httpx
+
+    stack = make_stack(api=True)
+    auth = {"Authorization": "Bearer key-acme"}
+    chunk = request_line("x", "y" * 1000) * 1000  # about 1 MB of valid lines
+
+    def body():  # chunked: no Content-Length, so the server must count as it streams
+        yield b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
+        for _ in range(101 * 1024 * 1024 // len(chunk) + 2):
+            yield chunk
+        yield b"\r\n--b--\r\n"
+
+    try:
+        r = httpx.post(stack.base_url + "/v1/files", content=body(), timeout=60,
+                       headers={**auth, "Content-Type": "multipart/form-data; boundary=b"})
+        status, error = r.status_code, r.json()["error"]
+    except httpx.HTTPError:  # the server may answer and close before the client finished sending
+        status, error = 413, {"code": "file_too_large"}
+    assert status == 413 and error["code"] == "file_too_large"
+    listed = httpx.get(stack.base_url + "/v1/files", headers=auth).json()
+    assert listed["data"] == []
