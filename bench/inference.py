@@ -114,27 +114,46 @@ def plain_generate(
     return tokens, time.perf_counter() - started
 
 
+def timed(engine: Any, requests: list[dict[str, Any]], batch: int) -> tuple[list[Any], float]:
+    """Outcomes and seconds of ``engine.generate`` in micro-batches of ``batch`` (1: a call per request)."""
+    engine.spec = dataclasses.replace(engine.spec, max_batch_requests=batch)
+    started = time.perf_counter()
+    outcomes = [engine.generate([r])[0] for r in requests] if batch == 1 else engine.generate(requests)
+    return outcomes, time.perf_counter() - started
+
+
+def rate(label: str, tokens: int, seconds: float) -> float:
+    print(f"{label:<46} {tokens} tokens in {seconds:6.1f} s = {tokens / seconds:6.1f} tok/s")
+    return tokens / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=16, help="micro-batch size (max_batch_requests)")
+    parser.add_argument(
+        "--batch", default="16,64", help="micro-batch sizes (max_batch_requests); the first is the headline"
+    )
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--no-plain", action="store_true", help="skip the model.generate reference")
     args = parser.parse_args()
+    sizes = [int(b) for b in args.batch.split(",")]
 
     import torch
 
+    from inference.decode import PREFILL_TOKENS
     from inference.engine import load_engine
-    from inference.packing import PackItem, pack, padding_ratio
+    from inference.packing import PackItem, pack, padding_ratio, prefill_groups
     from inference.smollm2 import smollm2_spec
 
     cpu = platform.processor() or platform.machine()
-    print(f"machine: {cpu}, {os.cpu_count()} cpus, torch {torch.__version__}")
-    print(f"torch threads: {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"machine: {cpu}, {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
     cache = Path(tempfile.mkdtemp(prefix="tokenbatch-bench-"))
     try:
-        spec = smollm2_spec(max_batch_requests=args.batch, dtype=args.dtype, max_batch_tokens=1_000_000)
+        spec = smollm2_spec(dtype=args.dtype, max_batch_tokens=1_000_000)
         started = time.perf_counter()
         load_engine(spec, cache)
         first = time.perf_counter() - started
@@ -151,45 +170,38 @@ def main() -> None:
             f"{sum(lengths) / len(lengths):.0f}/{max(lengths)}, {args.new_tokens} new tokens, greedy, "
             f"{engine.device} {next(engine.model.parameters()).dtype}"
         )
-        engine.generate(requests[:2])  # warm-up: first calls pay for kernel selection
+        timed(engine, requests[:4], 4)  # warm-up: first calls pay for kernel selection
 
-        one = dataclasses.replace(spec, max_batch_requests=1)
-        engine.spec = one
-        started = time.perf_counter()
-        sequential = [engine.generate([r])[0] for r in requests]
-        seq_s = time.perf_counter() - started
-        seq_tokens = completion_tokens(sequential)
-        print(
-            f"sequential (engine, one at a time): "
-            f"{seq_tokens} tokens in {seq_s:6.1f} s = {seq_tokens / seq_s:6.1f} tok/s"
-        )
-
-        engine.spec = spec
-        started = time.perf_counter()
-        batched = engine.generate(requests)
-        bat_s = time.perf_counter() - started
-        bat_tokens = completion_tokens(batched)
-        print(
-            f"batched (engine, micro-batches of {args.batch}): "
-            f"{bat_tokens} tokens in {bat_s:6.1f} s = {bat_tokens / bat_s:6.1f} tok/s"
-        )
-        items = [PackItem(i, n, args.new_tokens) for i, n in enumerate(lengths)]
-        sorted_batches = [[lengths[k] for k in b] for b in pack(items, args.batch, spec.max_batch_tokens)]
-        input_order = [lengths[i : i + args.batch] for i in range(0, len(lengths), args.batch)]
-        print(
-            f"padding waste (share of prompt positions): sorted {padding_ratio(sorted_batches):.1%}, "
-            f"input order {padding_ratio(input_order):.1%}"
-        )
-        same = sum(a == b for a, b in zip(replies(sequential), replies(batched), strict=True))
-        print(f"greedy replies identical alone and batched: {same}/{len(requests)}")
-        if not args.no_plain:
-            plain_tokens, plain_s = plain_generate(engine, requests, args.batch, args.new_tokens)
-            print(
-                f"plain model.generate, sorted batches of {args.batch}: "
-                f"{plain_tokens} tokens in {plain_s:6.1f} s = {plain_tokens / plain_s:6.1f} tok/s"
+        sequential, seconds = timed(engine, requests, 1)
+        seq_rate = rate("sequential (engine, one at a time):", completion_tokens(sequential), seconds)
+        rates = {}
+        for size in sizes:
+            batched, seconds = timed(engine, requests, size)
+            rates[size] = rate(
+                f"batched (engine, micro-batches of {size}):", completion_tokens(batched), seconds
             )
-            print(f"engine/plain (batched tok/s): {(bat_tokens / bat_s) / (plain_tokens / plain_s):.2f}")
-        print(f"batched/sequential: {(bat_tokens / bat_s) / (seq_tokens / seq_s):.2f}")
+            same = sum(a == b for a, b in zip(replies(sequential), replies(batched), strict=True))
+            print(f"  greedy replies identical alone and batched: {same}/{len(requests)}")
+            items = [PackItem(i, n, args.new_tokens) for i, n in enumerate(lengths)]
+            micro = [sorted(lengths[k] for k in b) for b in pack(items, size, spec.max_batch_tokens)]
+            in_order = [lengths[i : i + size] for i in range(0, len(lengths), size)]
+            cap = PREFILL_TOKENS.get(engine.device.type, PREFILL_TOKENS["cuda"])
+            groups = [[m[i] for i in g] for m in micro for g in prefill_groups(m, cap)]
+            print(
+                f"  padding waste (share of prompt positions): micro-batches in input order "
+                f"{padding_ratio(in_order):.1%}, sorted {padding_ratio(micro):.1%}; "
+                f"engine prefill groups {padding_ratio(groups):.1%}"
+            )
+        headline = sizes[0]
+        if not args.no_plain:
+            plain_tokens, plain_s = plain_generate(engine, requests, headline, args.new_tokens)
+            plain = rate(f"plain model.generate, sorted batches of {headline}:", plain_tokens, plain_s)
+            print(f"plain/sequential: {plain / seq_rate:.2f}")
+            print(f"engine/plain (batches of {headline}): {rates[headline] / plain:.2f}")
+        for size in sizes[1:]:
+            print(f"batched/sequential with micro-batches of {size}: {rates[size] / seq_rate:.2f}")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        print(f"batched/sequential: {rates[headline] / seq_rate:.2f}")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 

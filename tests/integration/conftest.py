@@ -1,4 +1,4 @@
-"""Integration fixtures for models: the tiny trained model, built once per session, and a models file naming it.
+"""Model fixtures: the tiny trained model, built once per session, and a models file naming it.
 
 The model is real (trained for a few seconds, saved with save_pretrained, loaded with from_pretrained); no
 test mocks it. torch is imported only when a test asks for one of these fixtures.

@@ -33,13 +33,17 @@ def usage(outcome: Outcome) -> dict[str, int]:
 def test_a_completion_is_an_openai_chat_completion(tiny_engine: Engine) -> None:
     body = tiny_engine.generate([chat(temperature=0, max_tokens=12)])[0].body
     assert body is not None
-    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-") and body["model"] == "tiny"
+    assert (
+        body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-") and body["model"] == "tiny"
+    )
     assert isinstance(body["created"], int)
     choice = body["choices"][0]
     assert choice["index"] == 0 and choice["message"]["role"] == "assistant"
     assert choice["finish_reason"] in ("stop", "length")
     u = body["usage"]
-    assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"] and 1 <= u["completion_tokens"] <= 12
+    assert (
+        u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"] and 1 <= u["completion_tokens"] <= 12
+    )
 
 
 def test_max_tokens_ends_a_reply_with_finish_reason_length(tiny_engine: Engine) -> None:
@@ -78,7 +82,10 @@ def test_a_stop_string_cuts_the_reply_before_it(tiny_engine: Engine) -> None:
 
 def test_the_same_seed_gives_the_same_reply_whatever_shares_the_batch(tiny_engine: Engine) -> None:
     seeded = [chat(temperature=1.0, seed=s, max_tokens=24) for s in (1, 2, 3, 4)]
-    neighbours = [chat(f"Neighbour {i} with a longer prompt than most.", temperature=1.0, max_tokens=9) for i in range(3)]
+    neighbours = [
+        chat(f"Neighbour {i} with a longer prompt than most.", temperature=1.0, max_tokens=9)
+        for i in range(3)
+    ]
     first = [content(o) for o in tiny_engine.generate(seeded)]
     again = [content(o) for o in tiny_engine.generate(neighbours + seeded[::-1])[3:]][::-1]
     alone = [content(tiny_engine.generate([r])[0]) for r in seeded]
@@ -90,7 +97,10 @@ def test_top_k_one_is_greedy_and_sampling_is_not(tiny_engine: Engine) -> None:
     greedy = content(tiny_engine.generate([chat(temperature=0, max_tokens=24)])[0])
     top1 = content(tiny_engine.generate([chat(temperature=1.5, top_k=1, seed=5, max_tokens=24)])[0])
     assert top1 == greedy
-    samples = {content(o) for o in tiny_engine.generate([chat(temperature=2.0, seed=s, max_tokens=24) for s in range(6)])}
+    samples = {
+        content(o)
+        for o in tiny_engine.generate([chat(temperature=2.0, seed=s, max_tokens=24) for s in range(6)])
+    }
     assert samples - {greedy}
 
 
@@ -143,7 +153,9 @@ def test_a_bad_request_fails_alone_beside_successes_in_one_micro_batch(tiny_engi
     assert "512" in (outcomes[4].error or {})["message"]
 
 
-def test_a_generation_failure_is_isolated_to_its_request(tiny_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_generation_failure_is_isolated_to_its_request(
+    tiny_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A micro-batch that raises is retried in halves, so only the request that breaks gets an error."""
     poison = chat("POISON", temperature=0, max_tokens=6)
     poison_ids = tiny_engine.counter.prompt_ids([poison])[0]  # type: ignore[attr-defined]

@@ -15,18 +15,29 @@ from inference.tokens import load_counter
 
 BODIES = [
     {"messages": [{"role": "user", "content": "Hi"}], "temperature": 0, "max_tokens": 3},
-    {"messages": [{"role": "user", "content": "What is the capital of Spain? " * 6}], "temperature": 0, "max_tokens": 3},
+    {
+        "messages": [{"role": "user", "content": "What is the capital of Spain? " * 6}],
+        "temperature": 0,
+        "max_tokens": 3,
+    },
     {
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "Name an animal."},
             {"role": "assistant", "content": "A fox."},
-            {"role": "user", "content": [{"type": "text", "text": "Another"}, {"type": "text", "text": "one?"}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Another"}, {"type": "text", "text": "one?"}],
+            },
         ],
         "temperature": 0,
         "max_tokens": 3,
     },
-    {"messages": [{"role": "user", "content": "Ünïcode ✓ and <|im_end|> inside"}], "temperature": 0, "max_tokens": 3},
+    {
+        "messages": [{"role": "user", "content": "Ünïcode ✓ and <|im_end|> inside"}],
+        "temperature": 0,
+        "max_tokens": 3,
+    },
 ]
 
 
@@ -59,7 +70,8 @@ def test_counts_match_transformers_apply_chat_template(tiny_model_dir: Path, tin
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     reference = [
-        tokenizer.apply_chat_template(parse_messages(b), add_generation_prompt=True, return_dict=False) for b in BODIES
+        tokenizer.apply_chat_template(parse_messages(b), add_generation_prompt=True, return_dict=False)
+        for b in BODIES
     ]
     ours = load_counter(tiny_spec).prompt_ids(BODIES)  # type: ignore[attr-defined]
     assert ours == reference
@@ -73,7 +85,8 @@ def test_the_counter_works_without_torch(tiny_models_file: Path) -> None:
         "from inference.registry import load_models\n"
         "from inference.tokens import load_counter\n"
         f"spec = load_models({str(tiny_models_file)!r})['tiny']\n"
-        "counts = load_counter(spec).count_prompts([{'messages': [{'role': 'user', 'content': 'hi'}]}] * 1000)\n"
+        "body = {'messages': [{'role': 'user', 'content': 'hi'}]}\n"
+        "counts = load_counter(spec).count_prompts([body] * 1000)\n"
         "assert len(counts) == 1000 and counts[0] > 3, counts[:3]\n"
         "assert 'torch' not in sys.modules\n"
     )

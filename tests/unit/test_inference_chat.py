@@ -25,7 +25,10 @@ def test_text_parts_are_joined_and_developer_is_system() -> None:
             {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
         ]
     }
-    assert parse_messages(body) == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a\nb"}]
+    assert parse_messages(body) == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "a\nb"},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -48,7 +51,9 @@ def test_unusable_messages_are_param_errors(messages: Any) -> None:
 
 
 def test_the_template_renders_with_special_tokens_and_a_generation_prompt() -> None:
-    template = ChatTemplate(TEMPLATE, special_tokens({"bos_token": {"content": "<s>"}, "eos_token": "</s>", "x": 1}))
+    template = ChatTemplate(
+        TEMPLATE, special_tokens({"bos_token": {"content": "<s>"}, "eos_token": "</s>", "x": 1})
+    )
     assert template.render([{"role": "user", "content": "hi"}]) == "<s><user>hi</s><assistant>"
 
 

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inference.packing import PackItem, pack, padding_ratio
+from inference.packing import PackItem, pack, padding_ratio, prefill_groups
 
-items_strategy = st.lists(
-    st.tuples(st.integers(1, 3000), st.integers(1, 1000)), max_size=200
-).map(lambda rows: [PackItem(i, p, m) for i, (p, m) in enumerate(rows)])
+items_strategy = st.lists(st.tuples(st.integers(1, 3000), st.integers(1, 1000)), max_size=200).map(
+    lambda rows: [PackItem(i, p, m) for i, (p, m) in enumerate(rows)]
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -31,8 +31,13 @@ def test_every_key_lands_in_exactly_one_batch_and_limits_hold(
 
 @settings(max_examples=200, deadline=None)
 @given(items=items_strategy, max_requests=st.integers(1, 64), max_tokens=st.integers(1, 20000))
-def test_batches_are_sorted_by_prompt_length(items: list[PackItem], max_requests: int, max_tokens: int) -> None:
-    lengths = [[next(it.prompt_tokens for it in items if it.key == k) for k in b] for b in pack(items, max_requests, max_tokens)]
+def test_batches_are_sorted_by_prompt_length(
+    items: list[PackItem], max_requests: int, max_tokens: int
+) -> None:
+    lengths = [
+        [next(it.prompt_tokens for it in items if it.key == k) for k in b]
+        for b in pack(items, max_requests, max_tokens)
+    ]
     flat = [n for batch in lengths for n in batch]
     assert flat == sorted(flat)
 
@@ -66,3 +71,26 @@ def test_padding_ratio() -> None:
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError):
         pack([], max_requests=0, max_tokens=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 600), max_size=80).map(sorted),
+    max_tokens=st.integers(1, 4096),
+    max_waste=st.floats(0.0, 0.5),
+)
+def test_prefill_groups_cover_every_row_in_order_within_limits(
+    lengths: list[int], max_tokens: int, max_waste: float
+) -> None:
+    groups = prefill_groups(lengths, max_tokens, max_waste)
+    assert [i for g in groups for i in g] == list(range(len(lengths)))
+    for group in groups:
+        sizes = [lengths[i] for i in group]
+        if len(group) > 1:
+            assert len(group) * max(sizes) <= max_tokens
+            assert padding_ratio([sizes]) <= max_waste + 1e-9
+
+
+def test_prefill_groups_keep_equal_lengths_together_and_split_outliers() -> None:
+    assert prefill_groups([10, 10, 10, 11, 40, 41], max_tokens=1000) == [[0, 1, 2, 3], [4, 5]]
+    assert prefill_groups([10] * 5, max_tokens=20) == [[0, 1], [2, 3], [4]]
