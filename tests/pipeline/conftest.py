@@ -40,13 +40,6 @@ _db = itertools.count(1)
 KEYS = "key-acme:acme,key-globex:globex"
 
 
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from inference.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
-
-
 def request_line(custom_id: str, content: str, max_tokens: int = 8, model: str = "tiny") -> bytes:
     body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens,
             "temperature": 0}
@@ -138,19 +131,26 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str, diag: Callable
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{diag() if diag else ''}")
 
 
+def start_stack(tmp: Path, redis_server: EmbeddedRedis, tiny_dir: Path, api: bool = False, batch: int = 4,
+                redis_url: str | None = None, **overrides: Any) -> Stack:
+    """A stack serving the tiny model in its own logical database (or on ``redis_url``), started."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    models = tmp / "models.toml"
+    models.write_text(TINY.format(path=tiny_dir.as_posix(), batch=batch))
+    url = redis_url or f"redis://{redis_server.host}:{redis_server.port}/{next(_db) % 16}"
+    redis.Redis.from_url(url).flushdb()
+    return Stack(tmp / "stack", url, models, api, **overrides).start()
+
+
 @pytest.fixture
-def make_stack(tmp_path: Path, redis_server: EmbeddedRedis, tiny_dir: Path) -> Iterator[Callable[..., Stack]]:
-    """Start a stack (own logical database) with settings overrides; stopped after the test."""
+def make_stack(tmp_path: Path, redis_server: EmbeddedRedis, tiny_model_dir: Path) -> Iterator[Callable[..., Stack]]:
+    """Start stacks with settings overrides; each is stopped after the test."""
     started: list[Stack] = []
 
-    def make(api: bool = False, batch: int = 4, redis_url: str | None = None, **overrides: Any) -> Stack:
-        models = tmp_path / f"models-{len(started)}.toml"
-        models.write_text(TINY.format(path=tiny_dir.as_posix(), batch=batch))
-        url = redis_url or f"redis://{redis_server.host}:{redis_server.port}/{next(_db) % 16}"
-        redis.Redis.from_url(url).flushdb()
-        stack = Stack(tmp_path / f"stack-{len(started)}", url, models, api, **overrides)
+    def make(**kwargs: Any) -> Stack:
+        stack = start_stack(tmp_path / f"stack-{len(started)}", redis_server, tiny_model_dir, **kwargs)
         started.append(stack)
-        return stack.start()
+        return stack
 
     yield make
     for stack in started:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import TINY, Stack, _db, batch_file, request_line
+from conftest import Stack, batch_file, request_line, start_stack
 
 from scheduler.client import Client, ClientError
 from scheduler.redis_server import EmbeddedRedis
@@ -21,14 +21,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis, tiny_dir: Path) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("client")
-    models = tmp / "models.toml"
-    models.write_text(TINY.format(path=tiny_dir.as_posix(), batch=2))
-    url = f"redis://{redis_server.host}:{redis_server.port}/{next(_db) % 16}"
-    s = Stack(tmp / "stack", url, models, api=True)
-    s.client.flushdb()
-    s.start()
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis,
+          tiny_model_dir: Path) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory.mktemp("client"), redis_server, tiny_model_dir, api=True, batch=2)
     yield s
     s.stop()
 

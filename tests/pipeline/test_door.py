@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import TINY, Stack, _db, batch_file, request_line
+from conftest import Stack, batch_file, request_line, start_stack
 
 from scheduler.redis_server import EmbeddedRedis
 
@@ -49,14 +49,9 @@ CALLER = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis, tiny_dir: Path) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("door")
-    models = tmp / "models.toml"
-    models.write_text(TINY.format(path=tiny_dir.as_posix(), batch=4))
-    url = f"redis://{redis_server.host}:{redis_server.port}/{next(_db) % 16}"
-    s = Stack(tmp / "stack", url, models, api=True)
-    s.client.flushdb()
-    s.start()
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis,
+          tiny_model_dir: Path) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory.mktemp("door"), redis_server, tiny_model_dir, api=True, batch=4)
     yield s
     s.stop()
 

@@ -35,11 +35,11 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def test_up_serves_a_batch_restarts_a_killed_part_and_stops_clean(tmp_path: Path, tiny_dir: Path) -> None:
+def test_up_serves_a_batch_restarts_a_killed_part_and_stops_clean(tmp_path: Path, tiny_model_dir: Path) -> None:
     from openai import OpenAI
 
     models = tmp_path / "models.toml"
-    models.write_text(TINY.format(path=tiny_dir.as_posix(), batch=4))
+    models.write_text(TINY.format(path=tiny_model_dir.as_posix(), batch=4))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENBATCH_")}
     env.update(TOKENBATCH_DATA_DIR=str(tmp_path / "data"), TOKENBATCH_MODELS=str(models),
