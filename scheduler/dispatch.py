@@ -33,7 +33,7 @@ class Dispatcher:
     client: redis.Redis
     budget: TokenBudget
     cap: int
-    lease_seconds: float
+    lease_seconds: float  # while a micro-batch waits in the broker; the worker shortens it when it starts
     send: Send
     finalize: Callable[[str], None]  # sends the aggregation of a batch by name
 
@@ -52,15 +52,18 @@ class Dispatcher:
         try:
             while True:
                 self.client.delete(again)
-                sent += self._drain(model, lock)
+                sent += self._drain(model, lock, token)
                 if not self.client.exists(again):
                     return sent
         finally:
             script(self.client, "unlock")(keys=[lock], args=[token])
 
-    def _drain(self, model: str, lock: str) -> int:
+    def _drain(self, model: str, lock: str, token: str) -> int:
         sent = 0
         while True:
+            # Still ours? (A stalled dispatcher whose lock lapsed must not race the one that took it over.)
+            if not script(self.client, "lease")(keys=[lock], args=[token, LOCK_MS]):
+                return sent
             tenants = sorted(m.decode() for m in self.client.smembers(keys.model_tenants(model)))
             if not tenants:
                 return sent
@@ -72,7 +75,6 @@ class Dispatcher:
                     break
             if outcome == "sent":
                 sent += 1
-                self.client.pexpire(lock, LOCK_MS)
             elif outcome in ("full", "empty"):
                 return sent
 
@@ -105,7 +107,8 @@ class Dispatcher:
         attempt, stage = self.mbs.claim(batch_id, index)
         self._forget(queue, head, model, rid)
         if not attempt:
-            self.budget.release(model, rid)
+            if not res.duplicate:  # a duplicate is someone else's reservation: not ours to give back
+                self.budget.release(model, rid)
             return "skipped"
         if stage == Stage.QUEUED:
             transition(self.client, batch_id, Stage.IN_PROGRESS)

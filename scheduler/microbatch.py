@@ -97,8 +97,10 @@ class MicroBatches:
 
     def reset(self, batch_id: str) -> None:
         """Forget a half-done plan (a validation that died), so validating again starts clean."""
-        self.r.delete(keys.microbatches(batch_id), keys.microbatch_meta(batch_id),
-                      keys.microbatch_attempts(batch_id))
+        pipe = self.r.pipeline()
+        pipe.delete(keys.microbatches(batch_id), keys.microbatch_meta(batch_id), keys.microbatch_attempts(batch_id))
+        pipe.hdel(keys.batch(batch_id), "planned")
+        pipe.execute()
 
     def store_plan(self, batch_id: str, plan: Plan) -> None:
         """States (all pending), meta and the batch's totals, in one transaction."""
@@ -110,7 +112,7 @@ class MicroBatches:
                 k: Meta(mb.model, mb.tokens, len(mb.indexes)).encode() for k, mb in enumerate(plan.microbatches)})
         pipe.hset(keys.batch(batch_id), mapping={
             "total": len(plan.requests), "failed": len(plan.errors), "completed": 0,
-            "microbatches": len(plan.microbatches), "microbatches_finished": 0,
+            "microbatches": len(plan.microbatches), "microbatches_finished": 0, "planned": 1,
             "tokens_planned": sum(mb.tokens for mb in plan.microbatches),
             "models": orjson.dumps(sorted({mb.model for mb in plan.microbatches})).decode(),
         })
@@ -190,6 +192,9 @@ class MicroBatches:
             args=[index, attempt],
         )
         return Recorded(bool(dropped), bool(last))
+
+    def attempts(self, batch_id: str, index: int) -> int:
+        return int(self.r.hget(keys.microbatch_attempts(batch_id), index) or 0)
 
     def requeue(self, batch_id: str, index: int) -> bool:
         return bool(script(self.r, "requeue")(keys=[keys.microbatches(batch_id)], args=[index]))

@@ -121,8 +121,11 @@ class Context:
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
+        # A dispatched micro-batch may wait in the broker behind many others: its lease covers that wait (up to
+        # the broker's own redelivery horizon); the inference task shortens it to lease_seconds when it starts.
+        queued = max(self.settings.visibility_timeout, self.settings.lease_seconds)
         return Dispatcher(self.client, self.budget, cap=self.settings.enqueued_tokens_per_model,
-                          lease_seconds=self.settings.lease_seconds, send=self.send_infer,
+                          lease_seconds=queued, send=self.send_infer,
                           finalize=lambda batch_id: self.send_control("tokenbatch.finalize", [batch_id]))
 
     def send_control(self, name: str, args: list[Any]) -> None:

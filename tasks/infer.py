@@ -61,10 +61,33 @@ def infer(model: str, batch_id: str, index: int, attempt: int) -> str:
             c.send_control("tokenbatch.finalize", [batch_id])
         return "dropped"
     lease = c.settings.lease_seconds
+    c.budget.extend(model, rid, lease)  # it waited in the broker under a long lease; from now on, a short one
     payload = list(read_jsonl(c.storage, payload_path(batch_id, index)))
     with Heartbeat(lease / 3, lambda: c.budget.extend(model, rid, lease)):
         engine = engine_for(c, model)
         outcomes = _run(engine, [p["body"] for p in payload])
+    spec = engine.spec
+    return finish(c, model, batch_id, index, attempt, payload, outcomes,
+                  prices=(spec.input_price_per_mtok, spec.output_price_per_mtok))
+
+
+def fail_microbatch(c: Context, batch_id: str, index: int, attempt: int, code: str, message: str) -> None:
+    """Record every request of a micro-batch as failed (one that keeps killing its worker), exactly once."""
+    meta = c.mbs.meta(batch_id, index)
+    if meta is None:
+        return
+    payload = list(read_jsonl(c.storage, payload_path(batch_id, index)))
+    outcomes = [Outcome(body=None, error={"code": code, "message": message}) for _ in payload]
+    finish(c, meta.model, batch_id, index, attempt, payload, outcomes, prices=(0.0, 0.0))
+
+
+def finish(
+    c: Context, model: str, batch_id: str, index: int, attempt: int, payload: list[dict[str, Any]],
+    outcomes: list[Outcome], prices: tuple[float, float],
+) -> str:
+    """Write the attempt's result file, record it once, give its tokens back, and trigger what comes next."""
+    meta = c.mbs.meta(batch_id, index)
+    tokens = meta.tokens if meta else 0
     ok = failed = prompt = completion = 0
     with c.storage.writer(result_path(batch_id, index, attempt)) as out:
         for p, o in zip(payload, outcomes, strict=True):
@@ -79,19 +102,17 @@ def infer(model: str, batch_id: str, index: int, attempt: int) -> str:
                 failed += 1
                 line["error"] = o.error
             out.write(orjson.dumps(line) + b"\n")
-    worker_metrics.microbatch_done(model, requests=len(payload), tokens=meta.tokens, prompt_tokens=prompt,
+    worker_metrics.microbatch_done(model, requests=len(payload), tokens=tokens, prompt_tokens=prompt,
                                    completion_tokens=completion)
-    spec = engine.spec
-    cost = (prompt * spec.input_price_per_mtok + completion * spec.output_price_per_mtok) / 1e6
-    cost *= c.settings.batch_discount
+    cost = (prompt * prices[0] + completion * prices[1]) / 1e6 * c.settings.batch_discount
     done = c.mbs.record(batch_id, index, attempt, ok=ok, failed=failed, prompt_tokens=prompt,
-                        completion_tokens=completion, cost=cost, tokens=meta.tokens)
+                        completion_tokens=completion, cost=cost, tokens=tokens)
     if done.first:
         pipe = c.client.pipeline(transaction=False)
         pipe.hincrby(keys.requests_by_model(), f"{model}|success", ok)
         pipe.hincrby(keys.requests_by_model(), f"{model}|error", failed)
         pipe.execute()
-    c.budget.release(model, rid)
+    c.budget.release(model, entry(batch_id, index))
     c.trigger_dispatch([model])
     if done.last:
         c.send_control("tokenbatch.finalize", [batch_id])

@@ -40,6 +40,10 @@ def validate(batch_id: str) -> str:
     return _leased(c, batch_id, "validate", _validate)
 
 
+class LeaseLost(Exception):
+    """Our stage lease lapsed and may be another worker's now: stop before writing anything more."""
+
+
 def _leased(c: Context, batch_id: str, stage: str, work: Callable[[Context, str, StageLease], str]) -> str:
     """Run ``work`` holding the batch's stage lease, renewed by a heartbeat; "busy" if another worker has it."""
     lease = StageLease(c.client, batch_id, stage, c.settings.lease_seconds)
@@ -48,25 +52,40 @@ def _leased(c: Context, batch_id: str, stage: str, work: Callable[[Context, str,
     try:
         with Heartbeat(c.settings.lease_seconds / 3, lease.renew):
             return work(c, batch_id, lease)
+    except LeaseLost:
+        log.warning("lost the %s lease of %s; another worker carries on", stage, batch_id)
+        return "lost"
     finally:
         lease.release()
 
 
+def _still_ours(lease: StageLease) -> Callable[[], None]:
+    def check() -> None:
+        if not lease.renew():
+            raise LeaseLost
+
+    return check
+
+
 def _validate(c: Context, batch_id: str, lease: StageLease) -> str:
     batch = c.records.batch(batch_id)
-    assert batch is not None
-    c.mbs.reset(batch_id)
-    if batch.stage == Stage.CANCELLING:  # cancelled before it was planned: nothing was accepted
-        c.mbs.store_plan(batch_id, Plan())
-        c.send_control("tokenbatch.finalize", [batch_id])
+    if batch is None or "queued_at" in batch.times or batch.stage not in (Stage.VALIDATING, Stage.CANCELLING):
+        return "skipped"  # a duplicate message: the batch was planned and queued already
+    if batch.stage == Stage.CANCELLING:  # cancelled while it waited or while a validator that died worked
+        if not c.client.hget(keys.batch(batch_id), "planned"):
+            c.mbs.reset(batch_id)
+            c.mbs.store_plan(batch_id, Plan())  # nothing was accepted
+        _cancel_planned(c, batch_id)
         return "cancelled"
+    c.mbs.reset(batch_id)
+    check = _still_ours(lease)
     try:
         source = c.records.get_file(batch.tenant, batch.input_file_id)
         rules = c.rules()
         with c.storage.open(source.path) as fh:
             plan = plan_file(fh, endpoint=batch.endpoint, rules=rules, pack=pack_tuples,  # type: ignore[arg-type]
                              max_requests=c.settings.max_requests_per_file,
-                             budget_cap=c.settings.enqueued_tokens_per_model, heartbeat=lease.renew)
+                             budget_cap=c.settings.enqueued_tokens_per_model, heartbeat=check)
     except NotFound:  # the input file was deleted after the batch was created
         _fail(c, batch_id, "invalid_input_file", f"Input file {batch.input_file_id!r} no longer exists")
         return "failed"
@@ -76,8 +95,10 @@ def _validate(c: Context, batch_id: str, lease: StageLease) -> str:
     if not plan.ok:
         transition(c.client, batch_id, Stage.FAILED, errors=orjson.dumps(plan.failure_errors()).decode())
         return "failed"
+    check()
     with c.storage.open(source.path) as fh:
         write_payloads(c.storage, batch_id, plan, fh)
+    check()
     c.mbs.store_plan(batch_id, plan)
     if plan.errors:
         by_model: dict[str, int] = {}
@@ -92,10 +113,16 @@ def _validate(c: Context, batch_id: str, lease: StageLease) -> str:
             return "queued"
         enqueue(c, batch_id)
         return "queued"
-    # Cancelled while we validated: nothing runs; the aggregation reports every line.
+    current = c.records.batch(batch_id)
+    if current is not None and current.stage == Stage.CANCELLING:
+        _cancel_planned(c, batch_id)  # cancelled while we validated: nothing runs, every line is reported
+        return "cancelled"
+    return "skipped"  # another validator queued it first
+
+
+def _cancel_planned(c: Context, batch_id: str) -> None:
     c.mbs.drop_pending(batch_id, "cancelled")
     c.send_control("tokenbatch.finalize", [batch_id])
-    return "cancelled"
 
 
 def enqueue(c: Context, batch_id: str) -> None:

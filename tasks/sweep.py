@@ -2,7 +2,8 @@
 worker left behind moves again. Everything here is also triggered directly on the happy path; the sweep
 only makes sure that a lost trigger delays and never stalls.
 
-1. Expired budget leases are reclaimed; their micro-batches go back to the front of their queue.
+1. Expired budget leases are reclaimed; their micro-batches go back to the front of their queue (running
+   micro-batches that hold no reservation at all too); one that killed its worker 3 times fails instead.
 2. A batch whose validation or aggregation lease lapsed gets that stage sent again.
 3. Batches past their completion window stop dispatching and are finalized as ``expired``.
 4. Every model with queued work gets a dispatch.
@@ -16,31 +17,60 @@ from scheduler import keys, worker_metrics
 from scheduler.celery_app import app
 from scheduler.lease import lease_held
 from scheduler.lifecycle import RUNNABLE, TERMINAL, Stage
-from scheduler.microbatch import parse_entry
+from scheduler.microbatch import entry, parse_entry
 from tasks.context import Context, ctx
+from tasks.infer import fail_microbatch
 from tasks.pipeline import enqueue
 
 log = logging.getLogger("tokenbatch.sweep")
 
 
-def reclaim_leases(c: Context) -> tuple[int, set[str]]:
-    requeued, models = 0, set()
-    for model in c.budget.models():
+MAX_ATTEMPTS = 3  # a micro-batch whose worker died this often fails per request instead of crash-looping
+
+
+def put_back(c: Context, batch_id: str, index: int, reason: str) -> bool:
+    """A running micro-batch lost its worker (its lease expired, or its reservation is gone): run it again,
+    drop it if its batch is ending, or fail its requests once it has killed MAX_ATTEMPTS workers."""
+    batch = c.records.batch(batch_id)
+    state = c.mbs.state(batch_id, index) or ""
+    if batch is None or not state.startswith("run:"):
+        return False
+    attempts = c.mbs.attempts(batch_id, index)
+    log.warning("micro-batch %s:%d lost its worker (%s), attempt %d", batch_id, index, reason, attempts)
+    if attempts >= MAX_ATTEMPTS:
+        message = f"The micro-batch was lost with its worker {attempts} times; its requests were not retried again."
+        fail_microbatch(c, batch_id, index, int(state[4:]), "inference_error", message)
+        return True
+    if not c.mbs.requeue(batch_id, index):
+        return False
+    if batch.end_reason:  # cancelled or expired meanwhile: it will not run again
+        if c.mbs.drop_pending(batch_id, batch.end_reason)[1]:
+            c.send_control("tokenbatch.finalize", [batch_id])
+    else:
+        c.mbs.push(batch_id, batch.tenant, [index], front=True)
+    return True
+
+
+def reclaim_leases(c: Context, models: set[str]) -> int:
+    requeued = 0
+    for model in sorted(models):
         for rid in c.budget.reclaim(model):
             worker_metrics.LEASES_RECLAIMED.labels(model).inc()
-            batch_id, index = parse_entry(rid)
-            batch = c.records.batch(batch_id)
-            if batch is None or not c.mbs.requeue(batch_id, index):
-                continue
-            log.warning("lease of %s expired: dispatching it again", rid)
-            requeued += 1
-            if batch.end_reason:  # cancelled or expired meanwhile: it will not run again
-                if c.mbs.drop_pending(batch_id, batch.end_reason)[1]:
-                    c.send_control("tokenbatch.finalize", [batch_id])
-            else:
-                c.mbs.push(batch_id, batch.tenant, [index], front=True)
-            models.add(model)
-    return requeued, models
+            requeued += put_back(c, *parse_entry(rid), reason="lease expired")
+    return requeued
+
+
+def find_orphans(c: Context, batch_id: str) -> int:
+    """Running micro-batches with no reservation at all: the sweep that reclaimed them died before it put
+    them back, or Redis lost the last second of writes. A running micro-batch always holds one (reserve
+    comes before claim, release after record), so these would otherwise never move again."""
+    found = 0
+    meta = c.mbs.all_meta(batch_id)
+    for index, state in c.mbs.states(batch_id).items():
+        if state.startswith("run:") and index in meta and c.budget.reservation(
+                meta[index].model, entry(batch_id, index)) is None:
+            found += put_back(c, batch_id, index, reason="no reservation")
+    return found
 
 
 def check_batches(c: Context) -> int:
@@ -63,11 +93,14 @@ def check_batches(c: Context) -> int:
         elif b.end_reason and b.microbatches_finished < b.microbatches:
             c.mbs.drop_pending(batch_id, b.end_reason)  # a pending straggler of an ending batch never runs
             b = c.records.batch(batch_id) or b
-        if (b.stage == Stage.QUEUED and not c.client.hget(keys.batch(batch_id), "enqueued")
-                and not lease_held(c.client, batch_id, "validate")):
+        validating = lease_held(c.client, batch_id, "validate")
+        if b.stage in RUNNABLE and not c.client.hget(keys.batch(batch_id), "enqueued") and not validating:
             enqueue(c, batch_id)  # validation died between queued and queueing its micro-batches
             moved += 1
-        if b.microbatches_finished >= b.microbatches and not lease_held(c.client, batch_id, "finalize"):
+        if b.stage in RUNNABLE or b.stage == Stage.CANCELLING:
+            moved += find_orphans(c, batch_id)
+        if (b.microbatches_finished >= b.microbatches and not validating
+                and not lease_held(c.client, batch_id, "finalize")):
             c.send_control("tokenbatch.finalize", [batch_id])
             moved += 1
     return moved
@@ -76,8 +109,9 @@ def check_batches(c: Context) -> int:
 @app.task(name="tokenbatch.sweep", ignore_result=True)
 def sweep() -> dict[str, int]:
     c = ctx()
-    requeued, models = reclaim_leases(c)
+    # Both lists: a model's entry in the budget's set could be lost with Redis's last second of writes.
+    models = set(c.budget.models()) | {m.decode() for m in c.client.smembers(keys.models_with_work())}
+    requeued = reclaim_leases(c, models)
     moved = check_batches(c)
-    models |= {m.decode() for m in c.client.smembers(keys.models_with_work())}
     c.trigger_dispatch(models)
     return {"requeued": requeued, "batches": moved, "models": len(models)}

@@ -1,5 +1,5 @@
--- Take or renew a stage lease (one worker validates or aggregates a batch at a time).
--- KEYS[1]  the lease key (tb:{b:<id>}:lease:<stage>)
+-- Take or renew a lease: a stage lease (one worker validates or aggregates a batch) or a dispatch lock.
+-- KEYS[1]  the lease key (tb:{b:<id>}:lease:<stage>, or tb:{m:<model>}:dispatching)
 -- ARGV[1]  our token
 -- ARGV[2]  lease length in milliseconds
 -- Returns 1 when we hold it now (it was free, merely "queued" by the API, or already ours), else 0.

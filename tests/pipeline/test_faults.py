@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,20 +57,29 @@ def test_killed_control_worker_during_validation_recovers(make_stack: Callable[.
 def test_killed_control_worker_during_aggregation_recovers(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack(batch=64)
     caught = None
-    for attempt in range(3):
-        b = stack.submit(batch_file(1500, f"t{attempt}", max_tokens=1))
-        wait_for(lambda b=b: stack.batch(b.id).stage in (Stage.FINALIZING, Stage.COMPLETED), 240,  # type: ignore[misc]
-                 "aggregation", stack.logs)
+    for attempt in range(5):
+        b = stack.submit(batch_file(3000, f"t{attempt}", max_tokens=1))
+        deadline = time.monotonic() + 240
+        while (stage := stack.batch(b.id).stage) not in (Stage.FINALIZING, Stage.COMPLETED):
+            assert time.monotonic() < deadline, stack.logs()
+            time.sleep(0.002)
+        if stage != Stage.FINALIZING:
+            continue
+        # Freeze the worker first, then look again: if it is still aggregating, the kill lands mid-write.
+        worker = stack.part("worker").process
+        assert worker is not None
+        os.killpg(worker.pid, signal.SIGSTOP)
         if stack.batch(b.id).stage == Stage.FINALIZING:
-            stack.kill("worker")
+            os.killpg(worker.pid, signal.SIGKILL)
             caught = b
             break
-    assert caught is not None, "never caught the batch while it was being aggregated"
+        os.killpg(worker.pid, signal.SIGCONT)
+    assert caught is not None, "never caught a batch while it was being aggregated"
     final = stack.wait(caught.id, timeout=120)
     assert final.stage == Stage.COMPLETED, stack.logs()
     out, err = stack.lines(final)
     assert_exactly_once(out, err, [line["custom_id"] for line in out + err])
-    assert final.total == 1500 == len(out) + len(err)
+    assert final.total == 3000 == len(out) + len(err)
 
 
 def test_state_survives_a_redis_restart_mid_batch(make_stack: Callable[..., Stack], tmp_path: Path) -> None:
@@ -102,3 +113,33 @@ def test_cancel_then_killed_worker_still_ends_cancelled(make_stack: Callable[...
     assert_exactly_once(out, err, [f"r-{i}" for i in range(24)])
     assert final.total == final.completed + final.failed == 24
     assert TokenBudget(stack.client).stats("tiny").enqueued == 0
+
+
+def test_a_duplicate_validate_after_cancel_loses_nothing(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    b = stack.submit(batch_file(24, max_tokens=48))
+    wait_for(lambda: stack.batch(b.id).completed > 0, 120, "first results", stack.logs)
+    stack.service.cancel_batch("acme", b.id)
+    stack.service.send("tokenbatch.validate", [b.id])  # a late duplicate (the sweep re-sends validate)
+    final = stack.wait(b.id, timeout=180)
+    assert final.stage == Stage.CANCELLED, stack.logs()
+    out, err = stack.lines(final)
+    assert_exactly_once(out, err, [f"r-{i}" for i in range(24)])
+    assert final.total == 24
+
+
+def test_a_running_micro_batch_that_lost_its_reservation_still_completes(make_stack: Callable[..., Stack]) -> None:
+    """As if Redis lost its last second of writes, or a sweep died between reclaiming and requeueing."""
+    stack = make_stack()
+    b = stack.submit(batch_file(24, max_tokens=48))
+    wait_for(lambda: _running(stack, b.id), 120, "a micro-batch running", stack.logs)
+    budget = TokenBudget(stack.client)
+    running = [i for i, s in stack.service.microbatches.states(b.id).items() if s.startswith("run:")]
+    for index in running:
+        budget.release("tiny", f"{b.id}:{index}")  # the reservation vanishes; the micro-batch stays run:N
+    final = stack.wait(b.id, timeout=180)
+    assert final.stage == Stage.COMPLETED, stack.logs()
+    out, err = stack.lines(final)
+    assert_exactly_once(out, err, [f"r-{i}" for i in range(24)])
+    assert err == []
+    wait_for(lambda: budget.stats("tiny").enqueued == 0, 30, "the budget to drain")

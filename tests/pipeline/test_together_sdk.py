@@ -72,7 +72,7 @@ def test_together_3x_sdk_round_trip_cancel_list_and_errors(make_stack: Callable[
     assert openai_client.batches.retrieve(job.id).status == "completed"
 
     # Cancel in flight: partial results, every custom_id once across the output and error files.
-    path.write_bytes(together_lines(24, "c", max_tokens=48))
+    path.write_bytes(together_lines(160, "c", max_tokens=48))  # long enough that the cancel lands in flight
     big = client.batches.create(input_file_id=client.files.upload(file=path, purpose="batch-api").id,
                                 endpoint=ENDPOINT).job
     assert big is not None and big.id
@@ -82,7 +82,7 @@ def test_together_3x_sdk_round_trip_cancel_list_and_errors(make_stack: Callable[
     assert final.status == "CANCELLED", stack.logs()
     errors = jsonl(client.files.content(final.error_file_id).read()) if final.error_file_id else []
     outputs = jsonl(client.files.content(final.output_file_id).read()) if final.output_file_id else []
-    assert_exactly_once(outputs, errors, [f"c-{i}" for i in range(24)])
+    assert_exactly_once(outputs, errors, [f"c-{i}" for i in range(160)])
     assert {e["error"]["code"] for e in errors} <= {"batch_cancelled"}
 
     # List: a bare array, newest first.
