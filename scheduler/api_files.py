@@ -6,16 +6,19 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-import anyio
-import anyio.from_thread
-import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from starlette.requests import ClientDisconnect
 
 from scheduler import api_deps
-from scheduler.api_upload import MultipartReader, boundary_of, check_declared_length, receive_upload
-from scheduler.errors import InvalidRequest, NotFound, TokenbatchError
+from scheduler.api_upload import (
+    MultipartReader,
+    body_puller,
+    boundary_of,
+    check_declared_length,
+    in_thread,
+    receive_upload,
+)
+from scheduler.errors import NotFound, TokenbatchError
 from scheduler.records import FileRecord
 from scheduler.schemas import PURPOSE_FILTER, FileDeleted, FileList, FileObject
 from scheduler.service import Service
@@ -47,23 +50,8 @@ _UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-dat
 async def create_file(request: Request, tenant: Tenant, service: Svc) -> FileObject:
     """Stream the ``file`` part into storage; past ``max_file_bytes`` it is refused without reading on."""
     check_declared_length(request.headers.get("content-length"), service.settings.max_file_bytes)
-    boundary = boundary_of(request.headers.get("content-type"))
-    stream = request.stream()
-
-    async def next_chunk() -> bytes | None:
-        try:
-            return await stream.__anext__()
-        except StopAsyncIteration:
-            return None
-
-    def pull() -> bytes | None:
-        return anyio.from_thread.run(next_chunk)
-
-    try:
-        record = await anyio.to_thread.run_sync(receive_upload, service, tenant, MultipartReader(boundary, pull))
-    except ClientDisconnect as exc:
-        raise InvalidRequest("The client disconnected before the upload was complete.") from exc
-    return FileObject.from_record(record)
+    reader = MultipartReader(boundary_of(request.headers.get("content-type")), body_puller(request))
+    return FileObject.from_record(await in_thread(lambda: receive_upload(service, tenant, reader)))
 
 
 @router.get("", response_model=FileList)

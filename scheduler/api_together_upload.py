@@ -28,7 +28,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
 from scheduler import api_deps, auth, signing
-from scheduler.api_upload import MultipartReader, check_declared_length, clean_filename
+from scheduler.api_upload import MultipartReader, body_puller, check_declared_length, clean_filename, in_thread
 from scheduler.errors import InvalidRequest, TooLarge
 from scheduler.records import FileRecord, new_id
 from scheduler.service import INPUT_PURPOSES, Service
@@ -85,26 +85,12 @@ async def put_upload(file_id: str, request: Request, service: Svc) -> TogetherFi
     if declared and int(declared) > service.settings.max_file_bytes:  # the raw bytes: no form overhead here
         raise TooLarge(f"The file is larger than the limit of {service.settings.max_file_bytes} bytes.",
                        param="file", code="file_too_large")
-    stream = request.stream()
-
-    async def next_chunk() -> bytes | None:
-        try:
-            return await stream.__anext__()
-        except StopAsyncIteration:
-            return None
-
-    def chunks() -> Iterator[bytes]:
-        while (chunk := anyio.from_thread.run(next_chunk)) is not None:
-            yield chunk
+    pull = body_puller(request)
 
     def claim_and_store() -> FileRecord:
-        return store(service, grant.tenant, file_id, signing.claim(service.r, grant), chunks())
+        return store(service, grant.tenant, file_id, signing.claim(service.r, grant), iter(pull, None))
 
-    try:
-        record = await anyio.to_thread.run_sync(claim_and_store)
-    except ClientDisconnect as exc:
-        raise InvalidRequest("The client disconnected before the upload was complete.") from exc
-    return TogetherFile.from_record(record)
+    return TogetherFile.from_record(await in_thread(claim_and_store))
 
 
 @router.post("/{file_id}/preprocess")

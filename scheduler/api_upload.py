@@ -15,14 +15,18 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import IO
+from typing import IO, TypeVar
 
+import anyio
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
 
 from scheduler.errors import InvalidRequest, TooLarge
 from scheduler.records import FileRecord
 from scheduler.service import Service
+
+T = TypeVar("T")
 
 FORM_OVERHEAD = 64 * 1024  # boundaries, part headers and the small text fields around the file
 FIELD_CAP = 64 * 1024  # a text field (purpose, expires_after[...]) is a few bytes
@@ -45,6 +49,28 @@ def boundary_of(content_type: str | None) -> bytes:
         raise InvalidRequest("Upload files as multipart/form-data with a 'file' part and a 'purpose' field.",
                              code="invalid_content_type")
     return boundary
+
+
+def body_puller(request: Request) -> Callable[[], bytes | None]:
+    """A function a worker thread calls for the request body's next chunk (None at the end): the body is
+    parsed and stored off the event loop, one chunk at a time, never held whole."""
+    stream = request.stream()
+
+    async def next_chunk() -> bytes | None:
+        try:
+            return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    return lambda: anyio.from_thread.run(next_chunk)
+
+
+async def in_thread(work: Callable[[], T]) -> T:
+    """Run an upload's ``work`` in a worker thread; a client that hangs up mid-body is a clear 400."""
+    try:
+        return await anyio.to_thread.run_sync(work)
+    except ClientDisconnect as exc:
+        raise InvalidRequest("The client disconnected before the upload was complete.") from exc
 
 
 def check_declared_length(content_length: str | None, max_file_bytes: int) -> None:

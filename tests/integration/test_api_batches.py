@@ -4,35 +4,18 @@ lifecycle table, as a worker would."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import httpx
 import openai
 import pytest
-import redis
 
 from scheduler import keys
-from scheduler.api import create_app, serve_in_thread
 from scheduler.lifecycle import Stage, transition
-from scheduler.redis_server import EmbeddedRedis
-from scheduler.settings import Settings
 
 KEYS = "key-alice:alice,key-bob:bob"
 LINE = b'{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "tiny"}}\n'
 ENDPOINT = "/v1/chat/completions"
-
-
-@pytest.fixture(scope="module")
-def server(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    """One server per module (starting and stopping uvicorn costs ~0.3 s); ``api`` resets it per test."""
-    client = redis.Redis.from_url(redis_server.url)
-    sent: list[tuple[str, list[object]]] = []
-    settings = Settings(redis_url=redis_server.url, data_dir=tmp_path_factory.mktemp("api"), api_keys=KEYS)
-    app = create_app(settings, client, lambda name, args: sent.append((name, args)))
-    with serve_in_thread(app) as url:
-        yield SimpleNamespace(url=url, sent=sent, client=client)
-    client.close()
 
 
 @pytest.fixture

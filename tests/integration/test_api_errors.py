@@ -4,7 +4,6 @@ the same shape. Keys: missing or unknown is a 401; runtime keys work and are sto
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,25 +17,12 @@ from redis.retry import Retry
 
 from scheduler import auth, keys
 from scheduler.api import create_app, serve_in_thread
-from scheduler.redis_server import EmbeddedRedis
 from scheduler.settings import Settings
 
 KEYS = "key-alice:alice,key-bob:bob"
 ALICE = {"authorization": "Bearer key-alice"}
 LINE = b'{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "tiny"}}\n'
 ENDPOINT = "/v1/chat/completions"
-
-
-@pytest.fixture(scope="module")
-def server(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    """One server per module (starting and stopping uvicorn costs ~0.3 s); ``api`` resets it per test."""
-    client = redis.Redis.from_url(redis_server.url)
-    sent: list[tuple[str, list[object]]] = []
-    settings = Settings(redis_url=redis_server.url, data_dir=tmp_path_factory.mktemp("api"), api_keys=KEYS)
-    app = create_app(settings, client, lambda name, args: sent.append((name, args)))
-    with serve_in_thread(app) as url, httpx.Client(base_url=url, headers=ALICE) as http:
-        yield SimpleNamespace(url=url, sent=sent, app=app, client=client, http=http)
-    client.close()
 
 
 @pytest.fixture

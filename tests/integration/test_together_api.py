@@ -4,7 +4,6 @@ are set through the lifecycle table, as a worker would."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,32 +12,17 @@ import httpx
 import openai
 import orjson
 import pytest
-import redis
 import together
 from together import Together
 
 from scheduler import keys
-from scheduler.api import create_app, serve_in_thread
 from scheduler.lifecycle import Stage, transition
-from scheduler.redis_server import EmbeddedRedis
-from scheduler.settings import Settings
 
 KEYS = "key-alice:alice,key-bob:bob"
 ALICE = {"authorization": "Bearer key-alice"}
 LEGACY = {**ALICE, "user-agent": "Together/v1 PythonBindings/1.5.35"}
 LINE = b'{"custom_id": "r1", "body": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}}\n'
 ENDPOINT = "/v1/chat/completions"
-
-
-@pytest.fixture(scope="module")
-def server(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    client = redis.Redis.from_url(redis_server.url)
-    sent: list[tuple[str, list[object]]] = []
-    settings = Settings(redis_url=redis_server.url, data_dir=tmp_path_factory.mktemp("api"), api_keys=KEYS)
-    app = create_app(settings, client, lambda name, args: sent.append((name, args)))
-    with serve_in_thread(app) as url:
-        yield SimpleNamespace(url=url, sent=sent, client=client, service=app.state.tokenbatch.service)
-    client.close()
 
 
 @pytest.fixture
