@@ -89,7 +89,15 @@ def floor(data: bytes, models: Path) -> float:
     return time.perf_counter() - started
 
 
-def service(data: bytes, models: Path, workdir: Path) -> tuple[float, int]:
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM: the most resident memory the process ever had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def service(data: bytes, models: Path, workdir: Path) -> tuple[float, int, float]:
     settings = Settings.load(env={}, data_dir=workdir, models=models, sweep_interval=5)
     sup = Supervisor(settings, stack_parts(settings, ["dry"], api=False))
     settings = sup.start()
@@ -109,7 +117,8 @@ def service(data: bytes, models: Path, workdir: Path) -> tuple[float, int]:
         elapsed = time.perf_counter() - started
         if b.stage.value != "completed":
             raise SystemExit(f"batch ended {b.stage}: {b.errors}")
-        return elapsed, b.microbatches
+        worker = next(p for p in sup.parts if p.name == "worker").process
+        return elapsed, b.microbatches, peak_rss_mib(worker.pid) if worker else float("nan")
     finally:
         sup.stop()
 
@@ -118,19 +127,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=256, help="max requests per micro-batch")
+    parser.add_argument("--line-bytes", type=int, default=0, help="pad each line to about this size (2000: ~100 MB)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tokenbatch-bench-"))
     try:
         models = workdir / "models.toml"
         models.write_text(MODELS.format(batch=args.batch))
-        data = make_input(args.requests)
+        data = make_input(args.requests, args.line_bytes)
         print(f"{args.requests} requests ({len(data) / 1e6:.1f} MB), dry-run engine, micro-batches of {args.batch}")
         bare = floor(data, models)
         print(f"floor (one process, no queue):      {bare:7.2f} s  ({args.requests / bare:,.0f} requests/s)")
-        full, mbs = service(data, models, workdir / "stack")
+        full, mbs, rss = service(data, models, workdir / "stack")
         rate = f"{args.requests / full:,.0f} requests/s, {mbs} micro-batches"
         print(f"service (create -> completed):      {full:7.2f} s  ({rate})")
         print(f"service/floor: {full / bare:.2f}")
+        print(f"control worker peak RSS (validation, planning, aggregation): {rss:,.0f} MiB")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

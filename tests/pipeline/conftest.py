@@ -81,6 +81,17 @@ class Stack:
         os.killpg(proc.pid, signal.SIGKILL)
         return proc.pid
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP a part: its work in flight stays in flight until ``resume`` (no timing luck in tests)."""
+        proc = self.part(name).process
+        assert proc is not None
+        os.killpg(proc.pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        proc = self.part(name).process
+        assert proc is not None
+        os.killpg(proc.pid, signal.SIGCONT)
+
     def submit(self, data: bytes, tenant: str = "acme", window: str = "24h") -> BatchRecord:
         f = self.service.store_upload(tenant, "input.jsonl", "batch", [data])
         return self.service.create_batch(tenant, input_file_id=f.id, endpoint=ENDPOINT, completion_window=window)
@@ -122,12 +133,13 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def wait_for(cond: Callable[[], bool], timeout: float, what: str, diag: Callable[[], str] | None = None) -> None:
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, diag: Callable[[], str] | None = None,
+             every: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
             return
-        time.sleep(0.1)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{diag() if diag else ''}")
 
 
@@ -155,6 +167,19 @@ def make_stack(tmp_path: Path, redis_server: EmbeddedRedis, tiny_model_dir: Path
     yield make
     for stack in started:
         stack.stop()
+
+
+def first_results(stack: Stack, batch_id: str) -> None:
+    """Wait (tightly: the tiny model can finish a micro-batch in 15 ms) until some requests have results and
+    some micro-batch is dispatched but unrecorded, then freeze the inference worker there."""
+
+    def caught() -> bool:
+        states = stack.service.microbatches.states(batch_id).values()
+        return stack.batch(batch_id).completed > 0 and any(s.startswith("run:") for s in states)
+
+    wait_for(caught, 120, "first results with work still in flight", stack.logs, every=0.001)
+    stack.pause("infer-tiny")
+    assert stack.batch(batch_id).stage not in TERMINAL, "the batch ended before the worker could be frozen"
 
 
 def assert_exactly_once(out: list[dict[str, Any]], err: list[dict[str, Any]], ids: list[str]) -> None:

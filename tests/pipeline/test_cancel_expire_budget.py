@@ -5,25 +5,27 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from conftest import Stack, assert_exactly_once, batch_file, wait_for
+from conftest import Stack, assert_exactly_once, batch_file, first_results, wait_for
 
 from limits import TokenBudget
+from scheduler import keys
 from scheduler.lifecycle import Stage
 
 
 def test_cancel_keeps_partial_results_and_counts_add_up(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()
-    b = stack.submit(batch_file(40, max_tokens=48))
-    wait_for(lambda: stack.batch(b.id).completed > 0, 90, "first results", stack.logs)
+    b = stack.submit(batch_file(200, max_tokens=48))
+    first_results(stack, b.id)  # the inference worker is frozen with work in flight
     cancelled = stack.service.cancel_batch("acme", b.id)
     assert cancelled.stage in (Stage.CANCELLING, Stage.CANCELLED)
+    stack.resume("infer-tiny")
     final = stack.wait(b.id)
     assert final.stage == Stage.CANCELLED, stack.logs()
     out, err = stack.lines(final)
-    assert_exactly_once(out, err, [f"r-{i}" for i in range(40)])
+    assert_exactly_once(out, err, [f"r-{i}" for i in range(200)])
     assert out and err
     assert {e["error"]["code"] for e in err} == {"batch_cancelled"}
-    assert final.total == final.completed + final.failed == 40
+    assert final.total == final.completed + final.failed == 200
     assert {"cancelling_at", "cancelled_at"} <= set(final.times)
     assert TokenBudget(stack.client).stats("tiny").enqueued == 0
 
@@ -40,13 +42,17 @@ def test_cancel_while_validating_ends_cancelled(make_stack: Callable[..., Stack]
 
 def test_expiry_writes_partial_output_and_batch_expired_errors(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()
-    b = stack.submit(batch_file(60, max_tokens=48), window="3s")
+    stack.wait(stack.submit(batch_file(1, "warm")).id)  # workers booted: the short window is all for the batch
+    b = stack.submit(batch_file(200, max_tokens=48), window="3s")
+    first_results(stack, b.id)  # frozen: the window passes with work unfinished
+    wait_for(lambda: stack.client.hget(keys.batch(b.id), "end_reason") == b"expired", 30, "the expiry", stack.logs)
+    stack.resume("infer-tiny")
     final = stack.wait(b.id, timeout=120)
     assert final.stage == Stage.EXPIRED, stack.logs()
     out, err = stack.lines(final)
-    assert_exactly_once(out, err, [f"r-{i}" for i in range(60)])
-    assert "batch_expired" in {e["error"]["code"] for e in err}
-    assert final.total == final.completed + final.failed == 60
+    assert_exactly_once(out, err, [f"r-{i}" for i in range(200)])
+    assert out and "batch_expired" in {e["error"]["code"] for e in err}
+    assert final.total == final.completed + final.failed == 200
     assert "expired_at" in final.times
     assert TokenBudget(stack.client).stats("tiny").enqueued == 0
 

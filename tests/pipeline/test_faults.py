@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import Stack, assert_exactly_once, batch_file, wait_for
+from conftest import Stack, assert_exactly_once, batch_file, first_results, wait_for
 
 from limits import TokenBudget
 from scheduler import keys
@@ -20,22 +20,17 @@ from scheduler.redis_server import EmbeddedRedis
 pytestmark = pytest.mark.slow
 
 
-def _running(stack: Stack, batch_id: str) -> bool:
-    return any(s.startswith("run:") for s in stack.service.microbatches.states(batch_id).values())
-
-
 def test_killed_inference_worker_loses_no_request(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()
-    b = stack.submit(batch_file(24, max_tokens=48))
-    wait_for(lambda: stack.batch(b.id).completed > 0 and _running(stack, b.id), 120, "a micro-batch running",
-             stack.logs)
+    b = stack.submit(batch_file(200, max_tokens=48))
+    first_results(stack, b.id)  # frozen with micro-batches in flight
     stack.kill("infer-tiny")
     killed_at = time.monotonic()
     final = stack.wait(b.id, timeout=180)
     assert final.stage == Stage.COMPLETED, stack.logs()
     out, err = stack.lines(final)
-    assert_exactly_once(out, err, [f"r-{i}" for i in range(24)])
-    assert err == [] and final.completed == 24
+    assert_exactly_once(out, err, [f"r-{i}" for i in range(200)])
+    assert err == [] and final.completed == 200
     assert time.monotonic() - killed_at < 120  # the lease, not the broker's 1 h visibility timeout
     assert TokenBudget(stack.client).stats("tiny").enqueued == 0
     assert stack.part("infer-tiny").restarts >= 1
@@ -86,16 +81,17 @@ def test_state_survives_a_redis_restart_mid_batch(make_stack: Callable[..., Stac
     server = EmbeddedRedis(tmp_path / "own-redis").start()
     try:
         stack = make_stack(redis_url=server.url)
-        b = stack.submit(batch_file(24, max_tokens=32))
-        wait_for(lambda: stack.batch(b.id).completed > 0, 120, "first results", stack.logs)
+        b = stack.submit(batch_file(200, max_tokens=32))
+        first_results(stack, b.id)  # frozen mid-batch
         server.stop()  # SIGTERM: Redis writes its AOF and exits
         time.sleep(1)
         server.start()  # same directory and port: the AOF replays
         stack.client = redis.Redis.from_url(server.url)
+        stack.resume("infer-tiny")
         final = stack.wait(b.id, timeout=180)
         assert final.stage == Stage.COMPLETED, stack.logs()
         out, err = stack.lines(final)
-        assert_exactly_once(out, err, [f"r-{i}" for i in range(24)])
+        assert_exactly_once(out, err, [f"r-{i}" for i in range(200)])
         assert TokenBudget(stack.client).stats("tiny").enqueued == 0
     finally:
         server.stop()
@@ -103,43 +99,45 @@ def test_state_survives_a_redis_restart_mid_batch(make_stack: Callable[..., Stac
 
 def test_cancel_then_killed_worker_still_ends_cancelled(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()
-    b = stack.submit(batch_file(24, max_tokens=48))
-    wait_for(lambda: _running(stack, b.id), 120, "a micro-batch running", stack.logs)
+    b = stack.submit(batch_file(200, max_tokens=48))
+    first_results(stack, b.id)
     stack.service.cancel_batch("acme", b.id)
     stack.kill("infer-tiny")  # the running micro-batch dies with it; its lease must not strand the batch
     final = stack.wait(b.id, timeout=180)
     assert final.stage == Stage.CANCELLED, stack.logs()
     out, err = stack.lines(final)
-    assert_exactly_once(out, err, [f"r-{i}" for i in range(24)])
-    assert final.total == final.completed + final.failed == 24
+    assert_exactly_once(out, err, [f"r-{i}" for i in range(200)])
+    assert final.total == final.completed + final.failed == 200
     assert TokenBudget(stack.client).stats("tiny").enqueued == 0
 
 
 def test_a_duplicate_validate_after_cancel_loses_nothing(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()
-    b = stack.submit(batch_file(24, max_tokens=48))
-    wait_for(lambda: stack.batch(b.id).completed > 0, 120, "first results", stack.logs)
+    b = stack.submit(batch_file(200, max_tokens=48))
+    first_results(stack, b.id)
     stack.service.cancel_batch("acme", b.id)
     stack.service.send("tokenbatch.validate", [b.id])  # a late duplicate (the sweep re-sends validate)
+    stack.resume("infer-tiny")
     final = stack.wait(b.id, timeout=180)
     assert final.stage == Stage.CANCELLED, stack.logs()
     out, err = stack.lines(final)
-    assert_exactly_once(out, err, [f"r-{i}" for i in range(24)])
-    assert final.total == 24
+    assert_exactly_once(out, err, [f"r-{i}" for i in range(200)])
+    assert final.total == 200
 
 
 def test_a_running_micro_batch_that_lost_its_reservation_still_completes(make_stack: Callable[..., Stack]) -> None:
     """As if Redis lost its last second of writes, or a sweep died between reclaiming and requeueing."""
     stack = make_stack()
-    b = stack.submit(batch_file(24, max_tokens=48))
-    wait_for(lambda: _running(stack, b.id), 120, "a micro-batch running", stack.logs)
+    b = stack.submit(batch_file(200, max_tokens=48))
+    first_results(stack, b.id)
     budget = TokenBudget(stack.client)
     running = [i for i, s in stack.service.microbatches.states(b.id).items() if s.startswith("run:")]
     for index in running:
         budget.release("tiny", f"{b.id}:{index}")  # the reservation vanishes; the micro-batch stays run:N
+    stack.resume("infer-tiny")
     final = stack.wait(b.id, timeout=180)
     assert final.stage == Stage.COMPLETED, stack.logs()
     out, err = stack.lines(final)
-    assert_exactly_once(out, err, [f"r-{i}" for i in range(24)])
+    assert_exactly_once(out, err, [f"r-{i}" for i in range(200)])
     assert err == []
     wait_for(lambda: budget.stats("tiny").enqueued == 0, 30, "the budget to drain")
