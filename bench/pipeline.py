@@ -47,14 +47,14 @@ default_max_tokens = 16
 """
 
 
-def make_input(n: int) -> bytes:
+def make_input(n: int, line_bytes: int = 0) -> bytes:
+    """n requests of mixed length; with ``line_bytes``, each padded with a system message to about that size."""
     lines = []
     for i in range(n):
-        body = {
-            "model": "dry",
-            "messages": [{"role": "user", "content": f"Question number {i}: " + "word " * (i % 50)}],
-            "max_tokens": 16,
-        }
+        messages = [{"role": "user", "content": f"Question number {i}: " + "word " * (i % 50)}]
+        if line_bytes:
+            messages.insert(0, {"role": "system", "content": "x" * max(0, line_bytes - 300 - 5 * (i % 50))})
+        body = {"model": "dry", "messages": messages, "max_tokens": 16}
         lines.append(orjson.dumps({"custom_id": f"req-{i}", "method": "POST", "url": ENDPOINT, "body": body}))
     return b"\n".join(lines) + b"\n"
 
