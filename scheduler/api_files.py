@@ -19,7 +19,6 @@ from scheduler.api_upload import (
     receive_upload,
 )
 from scheduler.errors import NotFound, TokenbatchError
-from scheduler.records import FileRecord
 from scheduler.schemas import PURPOSE_FILTER, FileDeleted, FileList, FileObject
 from scheduler.service import Service
 
@@ -64,19 +63,9 @@ def list_files(
 ) -> FileList:
     """Newest first by default; ``purpose=batch`` also matches files the Together face stored as batch-api."""
     wanted = PURPOSE_FILTER.get(purpose, frozenset({purpose})) if purpose else None
-    page: list[FileRecord] = []
-    cursor = after or None
-    more = True
-    # Filter over unfiltered pages so one shown purpose can match several stored ones.
-    while more and len(page) <= limit:
-        chunk, more = service.records.list_files(tenant, limit=max(limit, 100), after=cursor,
-                                                 ascending=order == "asc")
-        if not chunk:
-            break
-        cursor = chunk[-1].id
-        page += [f for f in chunk if wanted is None or f.purpose in wanted]
-    has_more = len(page) > limit  # the loop only stops short of limit + 1 when nothing is left
-    data = [FileObject.from_record(f) for f in page[:limit]]
+    page, has_more = service.records.list_files(tenant, limit=limit, after=after or None, purposes=wanted,
+                                                ascending=order == "asc")
+    data = [FileObject.from_record(f) for f in page]
     return FileList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
                     has_more=has_more)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,10 +146,11 @@ class Records:
         return FileRecord.from_hash(h)
 
     def list_files(
-        self, tenant: str, *, limit: int, after: str | None = None, purpose: str | None = None,
+        self, tenant: str, *, limit: int, after: str | None = None, purposes: Collection[str] | None = None,
         ascending: bool = False,
     ) -> tuple[list[FileRecord], bool]:
-        """A page of files, newest first (or oldest with ``ascending``); the bool says if more follow."""
+        """A page of files, newest first (or oldest with ``ascending``), only of ``purposes`` when given (one
+        purpose a face shows may be stored as several); the bool says if more follow."""
         out: list[FileRecord] = []
         key = keys.tenant_files(tenant)
         start = self._after_rank(key, after, ascending)
@@ -162,7 +164,7 @@ class Records:
                 pipe.hgetall(keys.file(fid))
             for raw in pipe.execute():
                 h = _decode(raw)
-                if h and (purpose is None or h["purpose"] == purpose):
+                if h and (purposes is None or h["purpose"] in purposes):
                     out.append(FileRecord.from_hash(h))
         return out[:limit], len(out) > limit
 
