@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -70,6 +71,7 @@ def pack_tuples(items: list[tuple[int, int, int]], max_requests: int, max_tokens
 class Context:
     settings: Settings = field(default_factory=Settings.load)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _rules: dict[str, Rules] = field(default_factory=dict)  # tokenizers load once per process
 
     @cached_property
     def client(self) -> redis.Redis:
@@ -104,12 +106,8 @@ class Context:
         return load_models(self.settings.models, cache_dir=self.cache_dir)
 
     @property
-    def cache_dir(self) -> Any:
+    def cache_dir(self) -> Path:
         return self.settings.data_dir / "models"
-
-    @cached_property
-    def _rules(self) -> dict[str, Rules]:
-        return {}
 
     def rules(self) -> dict[str, Rules]:
         """Planning rules of every served model; tokenizers load once per process."""

@@ -16,7 +16,7 @@ import orjson
 from inference.engine import Engine, Outcome, load_engine
 from scheduler import keys, worker_metrics
 from scheduler.celery_app import app
-from scheduler.microbatch import entry, payload_path, read_jsonl, result_path
+from scheduler.microbatch import Meta, entry, payload_path, read_jsonl, result_path
 from tasks.context import Context, Heartbeat, ctx
 
 log = logging.getLogger("tokenbatch.infer")
@@ -67,7 +67,7 @@ def infer(model: str, batch_id: str, index: int, attempt: int) -> str:
         engine = engine_for(c, model)
         outcomes = _run(engine, [p["body"] for p in payload])
     spec = engine.spec
-    return finish(c, model, batch_id, index, attempt, payload, outcomes,
+    return finish(c, model, batch_id, index, attempt, meta, payload, outcomes,
                   prices=(spec.input_price_per_mtok, spec.output_price_per_mtok))
 
 
@@ -78,16 +78,15 @@ def fail_microbatch(c: Context, batch_id: str, index: int, attempt: int, code: s
         return
     payload = list(read_jsonl(c.storage, payload_path(batch_id, index)))
     outcomes = [Outcome(body=None, error={"code": code, "message": message}) for _ in payload]
-    finish(c, meta.model, batch_id, index, attempt, payload, outcomes, prices=(0.0, 0.0))
+    finish(c, meta.model, batch_id, index, attempt, meta, payload, outcomes, prices=(0.0, 0.0))
 
 
 def finish(
-    c: Context, model: str, batch_id: str, index: int, attempt: int, payload: list[dict[str, Any]],
+    c: Context, model: str, batch_id: str, index: int, attempt: int, meta: Meta, payload: list[dict[str, Any]],
     outcomes: list[Outcome], prices: tuple[float, float],
 ) -> str:
     """Write the attempt's result file, record it once, give its tokens back, and trigger what comes next."""
-    meta = c.mbs.meta(batch_id, index)
-    tokens = meta.tokens if meta else 0
+    tokens = meta.tokens
     ok = failed = prompt = completion = 0
     with c.storage.writer(result_path(batch_id, index, attempt)) as out:
         for p, o in zip(payload, outcomes, strict=True):
