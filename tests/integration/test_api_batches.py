@@ -13,7 +13,6 @@ import pytest
 from scheduler import keys
 from scheduler.lifecycle import Stage, transition
 
-KEYS = "key-alice:alice,key-bob:bob"
 LINE = b'{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "tiny"}}\n'
 ENDPOINT = "/v1/chat/completions"
 

@@ -18,7 +18,6 @@ from together import Together
 from scheduler import keys
 from scheduler.lifecycle import Stage, transition
 
-KEYS = "key-alice:alice,key-bob:bob"
 ALICE = {"authorization": "Bearer key-alice"}
 LEGACY = {**ALICE, "user-agent": "Together/v1 PythonBindings/1.5.35"}
 LINE = b'{"custom_id": "r1", "body": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}}\n'
