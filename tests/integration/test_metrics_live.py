@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -62,13 +62,13 @@ def values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis,
-          tiny_model_dir: Path) -> Iterator[Settings]:
+          tiny_model_dir: Path, port_run: Callable[[int], int]) -> Iterator[Settings]:
     tmp = tmp_path_factory.mktemp("metrics-live")
     (tmp / "models.toml").write_text(MODELS.format(path=tiny_model_dir.as_posix()))
     url = f"redis://{redis_server.host}:{redis_server.port}/14"
     redis.Redis.from_url(url).flushdb()
     settings = Settings.load(env={}, data_dir=tmp, redis_url=url, models=tmp / "models.toml", port=free_port(),
-                             metrics_port=free_port(), api_keys="k:acme", enqueued_tokens_per_model=CAP,
+                             metrics_port=port_run(2), api_keys="k:acme", enqueued_tokens_per_model=CAP,
                              lease_seconds=5, sweep_interval=1)
     sup = Supervisor(settings, stack_parts(settings, ["tiny"]), log_dir=tmp / "logs")
     sup.start()

@@ -49,10 +49,10 @@ def promtool() -> str:
 
 
 @pytest.fixture
-def settings(redis_url: str, tmp_path: Path) -> Settings:
+def settings(redis_url: str, tmp_path: Path, port_run: Callable[[int], int]) -> Settings:
     (tmp_path / "models.toml").write_text(MODELS)
     return Settings(redis_url=redis_url, data_dir=tmp_path, models=tmp_path / "models.toml", api_keys="k:acme",
-                    enqueued_tokens_per_model=5000, metrics_port=free_port())
+                    enqueued_tokens_per_model=5000, metrics_port=port_run(3))
 
 
 @pytest.fixture
