@@ -28,7 +28,9 @@ async def create_batch(request: Request, tenant: Tenant, service: Svc) -> Batch:
 
     def create() -> BatchRecord:
         return service.create_batch(tenant, input_file_id=body.input_file_id, endpoint=body.endpoint,
-                                    completion_window=body.completion_window, metadata=body.metadata)
+                                    completion_window=body.completion_window, metadata=body.metadata,
+                                    output_expires_seconds=expiry.seconds if (expiry := body.output_expires_after)
+                                    else None)
 
     return Batch.from_record(await run_in_threadpool(create))
 

@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from scheduler.errors import InvalidRequest, TooLarge
 from scheduler.records import FileRecord
-from scheduler.service import Service
+from scheduler.service import Service, expiry_seconds
 
 T = TypeVar("T")
 
@@ -202,6 +202,10 @@ def _spool(chunks: Iterator[bytes], cap: int) -> IO[bytes]:
     return spool
 
 
+def _expiry(fields: dict[str, str]) -> int | None:
+    return expiry_seconds(fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]"), "expires_after")
+
+
 def receive_upload(service: Service, tenant: str, reader: MultipartReader) -> FileRecord:
     """Read the form, storing its ``file`` part; on any later error the stored file is removed again."""
     fields: dict[str, str] = {}
@@ -217,6 +221,7 @@ def receive_upload(service: Service, tenant: str, reader: MultipartReader) -> Fi
                 raise InvalidRequest("Send one file per request.", param="file")
             filename = clean_filename(part.filename)
             if "purpose" in fields:
+                _expiry(fields)  # a bad expires_after sent first is refused before the bytes are read
                 record = service.store_upload(tenant, filename, fields["purpose"], reader.data())
             else:
                 spool = _spool(reader.data(), service.settings.max_file_bytes)
@@ -228,7 +233,8 @@ def receive_upload(service: Service, tenant: str, reader: MultipartReader) -> Fi
                 raise InvalidRequest("Missing the 'purpose' field of the form; use 'batch'.", param="purpose",
                                      code="missing_required_parameter")
             record = service.store_upload(tenant, filename, fields["purpose"], iter(lambda: spool.read(CHUNK), b""))
-        return record
+        seconds = _expiry(fields)
+        return record if seconds is None else service.records.set_file_expiry(record, record.created_at + seconds)
     except BaseException:
         if record is not None:
             service.delete_file(tenant, record.id)

@@ -28,7 +28,7 @@ def infer_queue(model: str) -> str:
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.load()
     url = settings.redis_url or "redis://127.0.0.1:6379/0"
-    app = Celery("tokenbatch", broker=url, backend=url,
+    app = Celery("tokenbatch", broker=settings.broker_url or url, backend=url,
                  include=["tasks.pipeline", "tasks.infer", "tasks.sweep", "tasks.signals", "tasks.door"])
     app.conf.update(
         task_default_queue=CONTROL_QUEUE,

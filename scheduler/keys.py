@@ -28,6 +28,10 @@ def tenant_files(tenant: str) -> str:
     return f"{P}:files:{tenant}"  # zset: file id -> created (ms), newest first by ZREVRANGE
 
 
+def expiring_files() -> str:
+    return f"{P}:files-expiring"  # zset: file id -> expires_at (epoch s), the sweep deletes what is past due
+
+
 def upload_signing_secret() -> str:
     return f"{P}:upload-signing-secret"  # random HMAC secret for signed upload URLs, made once
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -80,6 +80,7 @@ class BatchRecord:
     microbatches_finished: int = 0
     models: list[str] = field(default_factory=list)
     end_reason: str | None = None  # "cancelled" | "expired" once asked
+    output_expires_seconds: int | None = None  # output and error files expire this long after they are written
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> BatchRecord:
@@ -100,6 +101,7 @@ class BatchRecord:
             microbatches=i("microbatches"), microbatches_finished=i("microbatches_finished"),
             models=orjson.loads(h["models"]) if h.get("models") else [],
             end_reason=h.get("end_reason") or None,
+            output_expires_seconds=i("output_expires_seconds") or None,
         )
 
     @property
@@ -133,11 +135,36 @@ class Records:
         pipe = self.r.pipeline()
         pipe.hset(keys.file(file_id), mapping=h)
         pipe.zadd(keys.tenant_files(tenant), {file_id: time.time_ns() // 1000})
+        if expires_at:
+            pipe.zadd(keys.expiring_files(), {file_id: expires_at})
         pipe.execute()
         return FileRecord.from_hash({k: str(v) for k, v in h.items()})
 
     def update_file(self, file_id: str, **fields: str | int) -> None:
         self.r.hset(keys.file(file_id), mapping=fields)
+
+    def set_file_expiry(self, record: FileRecord, expires_at: int) -> FileRecord:
+        """From now on the sweep deletes the file once ``expires_at`` (epoch seconds) has passed."""
+        pipe = self.r.pipeline()
+        pipe.hset(keys.file(record.id), "expires_at", expires_at)
+        pipe.zadd(keys.expiring_files(), {record.id: expires_at})
+        pipe.execute()
+        return replace(record, expires_at=expires_at)
+
+    def expired_files(self, now: int, limit: int) -> list[FileRecord]:
+        """Files of any tenant whose ``expires_at`` has passed, soonest first (ids whose record is already
+        gone are dropped from the index on the way)."""
+        ids = [_s(m) or "" for m in self.r.zrangebyscore(keys.expiring_files(), "-inf", now, start=0, num=limit)]
+        pipe = self.r.pipeline(transaction=False)
+        for fid in ids:
+            pipe.hgetall(keys.file(fid))
+        out = []
+        for fid, raw in zip(ids, pipe.execute(), strict=True):
+            if raw:
+                out.append(FileRecord.from_hash(_decode(raw)))
+            else:
+                self.r.zrem(keys.expiring_files(), fid)
+        return out
 
     def get_file(self, tenant: str, file_id: str) -> FileRecord:
         h = _decode(self.r.hgetall(keys.file(file_id)))
@@ -173,13 +200,14 @@ class Records:
         pipe = self.r.pipeline()
         pipe.delete(keys.file(file_id))
         pipe.zrem(keys.tenant_files(tenant), file_id)
+        pipe.zrem(keys.expiring_files(), file_id)
         pipe.execute()
         return record
 
     # Batches
     def create_batch(
         self, *, tenant: str, input_file_id: str, endpoint: str, completion_window: str,
-        window_seconds: int, metadata: dict[str, str] | None,
+        window_seconds: int, metadata: dict[str, str] | None, output_expires_seconds: int | None = None,
     ) -> BatchRecord:
         batch_id = new_id("batch_")
         now = int(time.time())
@@ -190,6 +218,8 @@ class Records:
         }
         if metadata:
             h["metadata"] = orjson.dumps(metadata).decode()
+        if output_expires_seconds:
+            h["output_expires_seconds"] = output_expires_seconds
         pipe = self.r.pipeline()
         pipe.hset(keys.batch(batch_id), mapping=h)
         pipe.zadd(keys.tenant_batches(tenant), {batch_id: time.time_ns() // 1000})

@@ -190,7 +190,7 @@ class BatchCreateRequest(OpenAIBaseModel):
     endpoint: str
     completion_window: str = "24h"
     metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_PAIRS)] | None = None
-    # Accepted for SDK compatibility; output files are kept until deleted.
+    # The output and error files get ``expires_at``; the sweep deletes them then.
     output_expires_after: OutputExpiresAfter | None = None
 
 

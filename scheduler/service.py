@@ -15,7 +15,7 @@ import redis
 
 from scheduler import keys
 from scheduler.errors import Conflict, InvalidRequest, NotFound, TooLarge
-from scheduler.lifecycle import Stage, transition
+from scheduler.lifecycle import TERMINAL, Stage, transition
 from scheduler.microbatch import MicroBatches
 from scheduler.records import BatchRecord, FileRecord, Records, new_id
 from scheduler.settings import Settings
@@ -27,6 +27,7 @@ UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_WINDOW = 7 * 86400
 INPUT_PURPOSES = {"batch", "batch-api"}
 MAX_METADATA = 16
+MIN_EXPIRY, MAX_EXPIRY = 3600, 30 * 86400  # OpenAI's bounds on expires_after / output_expires_after
 
 Sender = Callable[[str, list[Any]], None]  # (task name, args) -> None; sends by name, never imports tasks
 
@@ -64,6 +65,23 @@ def window_seconds(window: str, default: int) -> int:
         raise InvalidRequest(f"completion_window {window!r} is longer than 7 days", param="completion_window",
                              code="invalid_completion_window")
     return seconds
+
+
+def expiry_seconds(anchor: str | None, seconds: str | int | None, param: str) -> int | None:
+    """``expires_after`` ({anchor: "created_at", seconds}) checked as OpenAI does; None when not given."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise InvalidRequest(f"{param}[anchor] must be 'created_at' (got {anchor!r})", param=f"{param}[anchor]",
+                             code="invalid_expires_after")
+    try:
+        value = int(str(seconds))
+    except ValueError:
+        value = 0
+    if not MIN_EXPIRY <= value <= MAX_EXPIRY:
+        raise InvalidRequest(f"{param}[seconds] must be a whole number from {MIN_EXPIRY} (1 hour) to {MAX_EXPIRY} "
+                             f"(30 days), got {seconds!r}", param=f"{param}[seconds]", code="invalid_expires_after")
+    return value
 
 
 class Service:
@@ -121,10 +139,25 @@ class Service:
         self.storage.delete(record.path)
         return record
 
+    def delete_expired_files(self, now: int, limit: int = 500) -> list[str]:
+        """Delete files past their ``expires_at``. The input of a batch still running waits for its batch to
+        end: deleting it would fail work the user already queued."""
+        expired = self.records.expired_files(now, limit)
+        if not expired:
+            return []
+        in_use = {b.input_file_id for bid in self.records.active_batch_ids()
+                  if (b := self.records.batch(bid)) is not None and b.stage not in TERMINAL}
+        gone = []
+        for record in expired:
+            if record.id not in in_use:
+                self.delete_file(record.tenant, record.id)
+                gone.append(record.id)
+        return gone
+
     # Batches
     def create_batch(
         self, tenant: str, *, input_file_id: str, endpoint: str, completion_window: str = "24h",
-        metadata: dict[str, str] | None = None,
+        metadata: dict[str, str] | None = None, output_expires_seconds: int | None = None,
     ) -> BatchRecord:
         if endpoint != ENDPOINT:
             raise InvalidRequest(f"endpoint must be {ENDPOINT!r} (got {endpoint!r})", param="endpoint",
@@ -143,7 +176,7 @@ class Service:
                                  param="input_file_id", code="invalid_input_file")
         batch = self.records.create_batch(tenant=tenant, input_file_id=input_file_id, endpoint=endpoint,
                                           completion_window=completion_window, window_seconds=seconds,
-                                          metadata=metadata)
+                                          metadata=metadata, output_expires_seconds=output_expires_seconds)
         # Until a control worker takes it, the sweep will not send it again (see tasks.sweep).
         self.r.set(keys.stage_lease(batch.id, "validate"), "queued", ex=self.settings.lease_seconds)
         self.send("tokenbatch.validate", [batch.id])

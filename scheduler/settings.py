@@ -61,8 +61,9 @@ class Settings:
     # Set by `tokenbatch infer-worker --model M` for its process: the model it loads at start.
     worker_model: str | None = None
 
-    # Celery broker options.
-    visibility_timeout: int = 3600
+    # Celery's broker: the Redis above unless set (``amqp://`` for RabbitMQ). Results stay in Redis.
+    broker_url: str | None = None
+    visibility_timeout: int = 3600  # Redis broker only: seconds before an unacknowledged task is redelivered
 
     @property
     def files_url(self) -> str:

@@ -7,6 +7,8 @@ only makes sure that a lost trigger delays and never stalls.
 2. A batch whose validation or aggregation lease lapsed gets that stage sent again.
 3. Batches past their completion window stop dispatching and are finalized as ``expired``.
 4. Every model with queued work gets a dispatch.
+5. Files past their ``expires_at`` (``expires_after`` on upload, ``output_expires_after`` on a batch) are
+   deleted.
 """
 
 from __future__ import annotations
@@ -114,4 +116,7 @@ def sweep() -> dict[str, int]:
     requeued = reclaim_leases(c, models)
     moved = check_batches(c)
     c.trigger_dispatch(models)
-    return {"requeued": requeued, "batches": moved, "models": len(models)}
+    expired = c.service.delete_expired_files(int(c.client.time()[0]))
+    if expired:
+        log.info("deleted %d expired files", len(expired))
+    return {"requeued": requeued, "batches": moved, "models": len(models), "files_expired": len(expired)}

@@ -74,7 +74,8 @@ def test_openai_sdk_round_trip_against_the_whole_stack(make_stack: Callable[...,
     client = OpenAI(base_url=stack.base_url + "/v1", api_key="key-acme", _strict_response_validation=True)
     uploaded = client.files.create(file=("input.jsonl", batch_file(6)), purpose="batch")
     batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                  completion_window="24h", metadata={"job": "sdk"})
+                                  completion_window="24h", metadata={"job": "sdk"},
+                                  output_expires_after={"anchor": "created_at", "seconds": 7200})
     assert batch.status == "validating"
     deadline = time.monotonic() + 120
     while batch.status not in ("completed", "failed", "expired", "cancelled") and time.monotonic() < deadline:
@@ -85,7 +86,8 @@ def test_openai_sdk_round_trip_against_the_whole_stack(make_stack: Callable[...,
     assert batch.output_file_id and batch.error_file_id is None
     lines = [orjson.loads(x) for x in client.files.content(batch.output_file_id).content.splitlines()]
     assert [x["custom_id"] for x in lines] == [f"r-{i}" for i in range(6)]
-    assert client.files.retrieve(batch.output_file_id).purpose == "batch_output"
+    output = client.files.retrieve(batch.output_file_id)
+    assert output.purpose == "batch_output" and output.expires_at == output.created_at + 7200
     assert [b.id for b in client.batches.list()] == [batch.id]
     other = OpenAI(base_url=stack.base_url + "/v1", api_key="key-globex", max_retries=0)
     import openai

@@ -46,3 +46,14 @@ def test_api_keys_parse() -> None:
     assert parse_api_keys("k1:acme, k2:globex") == {"k1": "acme", "k2": "globex"}
     with pytest.raises(ValueError, match="not 'key:tenant'"):
         parse_api_keys("k1")
+
+
+def test_the_broker_is_redis_unless_a_broker_url_is_set(tmp_path: Path) -> None:
+    from scheduler.celery_app import make_app
+
+    redis_only = make_app(Settings(redis_url="redis://r:6379/3", data_dir=tmp_path))
+    assert redis_only.conf.broker_url == redis_only.conf.result_backend == "redis://r:6379/3"
+    rabbit = make_app(Settings.load(env={"TOKENBATCH_BROKER_URL": "amqp://tb:pw@rabbit:5672/tb"},
+                                    redis_url="redis://r:6379/3", data_dir=tmp_path))
+    assert rabbit.conf.broker_url == "amqp://tb:pw@rabbit:5672/tb"
+    assert rabbit.conf.result_backend == "redis://r:6379/3"
