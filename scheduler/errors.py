@@ -10,12 +10,17 @@ class TokenbatchError(Exception):
     type = "server_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        # All three in ``args``: Celery's JSON result carries only ``args``, and a caller of the Celery door
+        # that imports nothing of ours rebuilds the error from them: ``exc.args == (message, param, code)``.
+        super().__init__(message, self.param, self.code)
+
+    def __str__(self) -> str:
+        return self.message
 
     def body(self) -> dict[str, object]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from conftest import Stack, assert_exactly_once, batch_file, first_results, wait_for
+from harness import Stack, assert_exactly_once, batch_file, first_results, wait_for
 
 from limits import TokenBudget
 from scheduler import keys

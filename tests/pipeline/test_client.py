@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Stack, batch_file, request_line, start_stack
+from harness import Stack, batch_file, request_line, start_stack
 
 from scheduler.client import Client, ClientError
 from scheduler.redis_server import EmbeddedRedis

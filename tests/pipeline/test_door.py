@@ -13,14 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Stack, batch_file, request_line, start_stack
+from harness import Stack, batch_file, request_line, start_stack
 
 from scheduler.redis_server import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
 
 # Runs in a fresh interpreter: celery and the standard library only. Each step is (name, kwargs[, options]);
-# it prints one JSON line with each step's result, or the error's class name and message.
+# it prints one JSON line with each step's result, or the error's class name, message, param and code.
 CALLER = textwrap.dedent("""
     import json, sys, time
     from celery import Celery
@@ -42,7 +42,8 @@ CALLER = textwrap.dedent("""
             sent = app.send_task(name, kwargs=kwargs, **(options[0] if options else {}))
             out.append({"result": sent.get(timeout=30)})
         except Exception as exc:
-            out.append({"error": type(exc).__name__, "message": str(exc)})
+            out.append({"error": type(exc).__name__, "message": exc.args[0], "param": exc.args[1],
+                        "code": exc.args[2]})
     ours = sorted(m for m in sys.modules if m.split(".")[0] in ("scheduler", "tasks", "limits", "inference"))
     print(json.dumps({"steps": out, "imported": ours}))
 """)
@@ -65,10 +66,11 @@ def call(stack: Stack, steps: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     return reply["steps"]  # type: ignore[no-any-return]
 
 
-def http_error(stack: Stack, method: str, path: str, key: str = "key-acme", **kwargs: Any) -> str:
+def http_error(stack: Stack, method: str, path: str, key: str = "key-acme", **kwargs: Any) -> dict[str, Any]:
+    """The HTTP API's refusal as the door reports it: message, param and code."""
     r = httpx.request(method, stack.base_url + path, headers={"Authorization": f"Bearer {key}"}, **kwargs)
     assert r.status_code >= 400, r.text
-    return str(r.json()["error"]["message"])
+    return {k: r.json()["error"][k] for k in ("message", "param", "code")}
 
 
 def lines(n: int, prefix: str) -> list[dict[str, Any]]:
@@ -89,8 +91,8 @@ def test_a_batch_sent_by_task_name_runs_and_reads_back_as_the_openai_object(stac
     out, err = stack.lines(stack.batch(batch_id))
     assert sorted(x["custom_id"] for x in out) == [f"door-{i}" for i in range(5)] and err == []
     # A tenant sees only its own batches, through the door as over HTTP.
-    assert other["error"] == "NotFound"
-    assert other["message"] == http_error(stack, "GET", f"/v1/batches/{batch_id}", key="key-globex")
+    assert other == {"error": "NotFound", **http_error(stack, "GET", f"/v1/batches/{batch_id}", key="key-globex")}
+    assert other["code"] == "batch_not_found"
 
 
 def test_the_task_id_is_an_idempotency_key(stack: Stack) -> None:
@@ -132,15 +134,17 @@ def test_refusals_come_back_as_task_errors_with_the_http_messages(stack: Stack) 
         ("tokenbatch.submit", {"tenant": "acme", "input_url": nowhere}),
         ("tokenbatch.submit", {"tenant": "acme corp", "requests": lines(1, "t")}),
     ])
-    assert window == {"error": "InvalidRequest", "message": http_error(
+    assert window == {"error": "InvalidRequest", **http_error(
         stack, "POST", "/v1/batches", json={**create, "completion_window": "2 days"})}
-    assert meta == {"error": "InvalidRequest", "message": http_error(
+    assert (window["param"], window["code"]) == ("completion_window", "invalid_completion_window")
+    assert meta == {"error": "InvalidRequest", **http_error(
         stack, "POST", "/v1/batches", json={**create, "metadata": {"k": "v" * 600}})}
-    assert endpoint == {"error": "InvalidRequest", "message": http_error(
+    assert endpoint == {"error": "InvalidRequest", **http_error(
         stack, "POST", "/v1/batches", json={**create, "endpoint": "/v1/embeddings"})}
     assert both["error"] == "InvalidRequest" and "exactly one" in both["message"]
     assert missing["error"] == "InvalidRequest" and "could not be read" in missing["message"]
     assert tenant["error"] == "InvalidRequest" and "letters, digits" in tenant["message"]
+    assert (tenant["param"], tenant["code"]) == ("tenant", "invalid_tenant")
     # A refused submit leaves no upload behind: the newest file is still the one uploaded above.
     assert files_of(stack)[0] == upload["id"]
 
@@ -153,6 +157,5 @@ def test_a_bad_file_fails_the_batch_as_over_http(stack: Stack) -> None:
     batch = final["result"]
     assert batch["status"] == "failed"
     assert {e["line"] for e in batch["errors"]["data"]} >= {2, 3}
-    assert cancel["error"] == "Conflict" and cancel["message"] == http_error(
-        stack, "POST", f"/v1/batches/{submitted['result']}/cancel")
+    assert cancel == {"error": "Conflict", **http_error(stack, "POST", f"/v1/batches/{submitted['result']}/cancel")}
 

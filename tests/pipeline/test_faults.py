@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import Stack, assert_exactly_once, batch_file, first_results, wait_for
+from harness import Stack, assert_exactly_once, batch_file, first_results, wait_for
 
 from limits import TokenBudget
 from scheduler import keys

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import orjson
-from conftest import Stack, assert_exactly_once, batch_file, request_line
+from harness import Stack, assert_exactly_once, batch_file, request_line
 
 from limits import TokenBudget
 from scheduler.lifecycle import Stage

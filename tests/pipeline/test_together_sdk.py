@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Stack, assert_exactly_once, first_results
+from harness import Stack, assert_exactly_once, first_results
 
 from scheduler.service import ENDPOINT
 

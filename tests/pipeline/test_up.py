@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from conftest import TINY, batch_file, wait_for
+from harness import TINY, batch_file, wait_for
 
 from scheduler.redis_server import free_port
 
