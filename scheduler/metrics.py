@@ -20,7 +20,8 @@ from prometheus_client.registry import Collector
 
 from scheduler import keys
 from scheduler.celery_app import CONTROL_QUEUE, infer_queue
-from scheduler.lifecycle import RUNNABLE, TERMINAL, Stage
+from scheduler.lifecycle import RUNNABLE
+from scheduler.records import Records
 from scheduler.service import read_served_models
 from scheduler.settings import Settings
 
@@ -78,33 +79,20 @@ class RedisCollector(Collector):
         return sorted(set(self._served()) | {_text(m) for m in self.client.smembers(keys.models_with_work())})
 
     def _batches(self) -> list[Metric]:
-        counts = dict.fromkeys((s.value for s in Stage), 0)
-        active = [_text(m) for m in self.client.smembers(keys.active_batches())]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.time()
-        for batch_id in active:
-            pipe.hmget(keys.batch(batch_id), "stage", "created_at", "expires_at")
-        now, *rows = pipe.execute()
+        records = Records(self.client)
+        rows = records.active_fields("stage", "created_at", "expires_at")
+        now = int(self.client.time()[0])
         near, remaining = 0, None
-        for raw_stage, raw_created, raw_expires in rows:
-            stage = _text(raw_stage) if raw_stage is not None else None
-            # Terminal batches are counted once, from the finished hash (a batch leaves the active set
-            # just after its transition).
-            if stage not in counts or Stage(stage) in TERMINAL:
-                continue
-            counts[stage] += 1
-            if Stage(stage) in RUNNABLE and raw_created and raw_expires:
-                created, expires = int(float(raw_created)), int(float(raw_expires))
-                left = expires - int(now[0])
+        for row in rows:
+            if row.get("stage") in {s.value for s in RUNNABLE} and row.get("created_at") and row.get("expires_at"):
+                created, expires = int(float(row["created_at"])), int(float(row["expires_at"]))
+                left = expires - now
                 remaining = left if remaining is None else min(remaining, left)
                 near += left < NEAR_DEADLINE * (expires - created)
-        for stage, n in self.client.hgetall(keys.finished_batches()).items():
-            if _text(stage) in counts and Stage(_text(stage)) in TERMINAL:
-                counts[_text(stage)] = int(n)
         g = GaugeMetricFamily("tokenbatch_batches", "Batches per native stage: active now, or ever ended in a "
                               "terminal stage.", labels=["stage"])
-        for stage, n in counts.items():
-            g.add_metric([stage], n)
+        for stage, n in records.stage_counts(rows).items():
+            g.add_metric([stage.value], n)
         near_g = GaugeMetricFamily("tokenbatch_batches_near_deadline", "Queued or running batches with less than "
                                    f"{NEAR_DEADLINE:.0%} of their completion window left.", value=near)
         left_g = GaugeMetricFamily("tokenbatch_batch_deadline_min_remaining_seconds", "Seconds until the soonest "

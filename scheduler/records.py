@@ -17,7 +17,7 @@ import redis
 
 from scheduler import keys
 from scheduler.errors import InvalidRequest, NotFound
-from scheduler.lifecycle import Stage
+from scheduler.lifecycle import TERMINAL, Stage
 
 
 def new_id(prefix: str) -> str:
@@ -250,6 +250,28 @@ class Records:
 
     def active_batch_ids(self) -> list[str]:
         return sorted(m.decode() for m in self.r.smembers(keys.active_batches()))
+
+    def active_fields(self, *names: str) -> list[dict[str, str]]:
+        """The named fields of every active batch in one pipelined read (gauges and ``tokenbatch status``)."""
+        pipe = self.r.pipeline(transaction=False)
+        for batch_id in self.active_batch_ids():
+            pipe.hmget(keys.batch(batch_id), *names)
+        return [{n: v.decode() for n, v in zip(names, row, strict=True) if v is not None} for row in pipe.execute()]
+
+    def stage_counts(self, active: list[dict[str, str]] | None = None) -> dict[Stage, int]:
+        """Batches per stage: active ones by the stage they are in (``active`` rows from ``active_fields``
+        with ``stage``, read here when not given), ended ones from the tally kept by their transition (a
+        batch leaves the active set just after it, so a terminal stage is never counted from the set)."""
+        counts = dict.fromkeys(Stage, 0)
+        for row in self.active_fields("stage") if active is None else active:
+            stage = Stage(row["stage"]) if row.get("stage") in Stage._value2member_map_ else None
+            if stage is not None and stage not in TERMINAL:
+                counts[stage] += 1
+        for raw, n in self.r.hgetall(keys.finished_batches()).items():
+            name = raw.decode()
+            if name in Stage._value2member_map_ and Stage(name) in TERMINAL:
+                counts[Stage(name)] = int(n)
+        return counts
 
     def set_batch_fields(self, batch_id: str, **fields: str | int | float) -> None:
         self.r.hset(keys.batch(batch_id), mapping=fields)

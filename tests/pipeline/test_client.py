@@ -4,6 +4,7 @@ download; refusals as ``ClientError`` with the API's status and code; and ``toke
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -80,3 +81,13 @@ def test_cli_submit_waits_with_a_progress_bar_and_saves_the_output(stack: Stack,
     assert proc.returncode == 0, proc.stderr + stack.logs()
     assert "created" in proc.stderr and "output:" in proc.stderr
     assert [orjson.loads(x)["custom_id"] for x in out.read_bytes().splitlines()] == ["cli-0", "cli-1", "cli-2"]
+
+    # `tokenbatch status` reads the same Redis: batches per stage (this one completed), budget and queue.
+    env["TOKENBATCH_REDIS_URL"] = stack.settings.redis_url or ""
+    env["TOKENBATCH_MODELS"] = str(stack.settings.models)
+    status = subprocess.run([sys.executable, "-m", "scheduler.cli", "status"], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert status.returncode == 0, status.stderr
+    completed = re.search(r"completed (\d+)", status.stdout)
+    assert completed and int(completed.group(1)) >= 1, status.stdout
+    assert re.search(r"^tiny: 0/\d+ tokens enqueued, 0 leases, queue 0$", status.stdout, re.M), status.stdout
