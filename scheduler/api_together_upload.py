@@ -9,6 +9,9 @@
    against the checksum. Answered with exactly 200.
 3. ``POST /v1/files/{id}/preprocess``: the stored file, as a Together file object.
 
+A step 1 whose checksum matches a file the tenant already stored (its bytes were checked against that same
+checksum) is answered ``409`` with ``file_id``: the 3.x SDK then returns that file, sending no bytes again.
+
 Content is checked where the OpenAI face checks it: when a batch is validated, line by line.
 """
 
@@ -29,7 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from scheduler import api_deps, auth, signing
 from scheduler.api_upload import MultipartReader, body_puller, check_declared_length, clean_filename, in_thread
-from scheduler.errors import InvalidRequest, TooLarge
+from scheduler.errors import Conflict, InvalidRequest, TooLarge
 from scheduler.records import FileRecord, new_id
 from scheduler.service import INPUT_PURPOSES, Service
 from scheduler.together_schemas import TogetherFile
@@ -58,6 +61,11 @@ async def start_upload(request: Request, tenant: Tenant, service: Svc) -> JSONRe
     checksum = fields.get("checksum", "").lower()
     if checksum and not SHA256.match(checksum):
         raise InvalidRequest("checksum must be the file's SHA-256 in hex.", param="checksum", code="invalid_checksum")
+    if checksum and (same := await anyio.to_thread.run_sync(service.records.file_by_checksum, tenant, checksum)):
+        # The 3.x SDK reads ``file_id`` from a 409 and returns that file instead of uploading the bytes again.
+        err = Conflict(f"These bytes were already uploaded as {same.id}.", param="checksum",
+                       code="file_already_exists")
+        return JSONResponse({**err.body(), "file_id": same.id}, status_code=409, headers={"x-should-retry": "false"})
     file_id = new_id("file-")
     pending = {"filename": clean_filename(fields.get("file_name")), "purpose": purpose, "checksum": checksum}
 

@@ -28,6 +28,10 @@ def tenant_files(tenant: str) -> str:
     return f"{P}:files:{tenant}"  # zset: file id -> created (ms), newest first by ZREVRANGE
 
 
+def tenant_checksums(tenant: str) -> str:
+    return f"{P}:files-sha256:{tenant}"  # hash: SHA-256 of an upload that announced it -> file id
+
+
 def expiring_files() -> str:
     return f"{P}:files-expiring"  # zset: file id -> expires_at (epoch s), the sweep deletes what is past due
 

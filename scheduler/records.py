@@ -43,6 +43,7 @@ class FileRecord:
     status: str  # uploaded | processed | error (OpenAI's deprecated-but-required field)
     path: str  # where the content lives in storage
     expires_at: int | None = None
+    sha256: str | None = None  # known when the client announced it (Together's upload) and it was checked
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> FileRecord:
@@ -50,6 +51,7 @@ class FileRecord:
             id=h["id"], tenant=h["tenant"], filename=h["filename"], bytes=int(h["bytes"]),
             purpose=h["purpose"], created_at=int(h["created_at"]), status=h.get("status", "processed"),
             path=h["path"], expires_at=int(h["expires_at"]) if h.get("expires_at") else None,
+            sha256=h.get("sha256") or None,
         )
 
 
@@ -123,7 +125,7 @@ class Records:
     # Files
     def create_file(
         self, *, file_id: str, tenant: str, filename: str, size: int, purpose: str, path: str,
-        status: str = "processed", expires_at: int | None = None,
+        status: str = "processed", expires_at: int | None = None, sha256: str | None = None,
     ) -> FileRecord:
         now = int(time.time())
         h = {
@@ -132,11 +134,15 @@ class Records:
         }
         if expires_at:
             h["expires_at"] = expires_at
+        if sha256:
+            h["sha256"] = sha256
         pipe = self.r.pipeline()
         pipe.hset(keys.file(file_id), mapping=h)
         pipe.zadd(keys.tenant_files(tenant), {file_id: time.time_ns() // 1000})
         if expires_at:
             pipe.zadd(keys.expiring_files(), {file_id: expires_at})
+        if sha256:
+            pipe.hset(keys.tenant_checksums(tenant), sha256, file_id)
         pipe.execute()
         return FileRecord.from_hash({k: str(v) for k, v in h.items()})
 
@@ -202,7 +208,20 @@ class Records:
         pipe.zrem(keys.tenant_files(tenant), file_id)
         pipe.zrem(keys.expiring_files(), file_id)
         pipe.execute()
+        if record.sha256 and _s(self.r.hget(keys.tenant_checksums(tenant), record.sha256)) == file_id:
+            self.r.hdel(keys.tenant_checksums(tenant), record.sha256)
         return record
+
+    def file_by_checksum(self, tenant: str, sha256: str) -> FileRecord | None:
+        """The tenant's stored file with these bytes, if an upload announced and proved them."""
+        file_id = _s(self.r.hget(keys.tenant_checksums(tenant), sha256))
+        if file_id is None:
+            return None
+        try:
+            return self.get_file(tenant, file_id)
+        except NotFound:
+            self.r.hdel(keys.tenant_checksums(tenant), sha256)
+            return None
 
     # Batches
     def create_batch(

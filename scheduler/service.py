@@ -129,7 +129,7 @@ class Service:
                 raise InvalidRequest("The uploaded bytes do not match the checksum sent with POST /v1/files.",
                                      param="checksum", code="checksum_mismatch")
         return self.records.create_file(file_id=file_id, tenant=tenant, filename=filename, size=size,
-                                        purpose=purpose, path=path)
+                                        purpose=purpose, path=path, sha256=sha256)
 
     def open_file(self, record: FileRecord) -> IO[bytes]:
         return self.storage.open(record.path)

@@ -14,6 +14,7 @@ import orjson
 import pytest
 import together
 from together import Together
+from together.lib.resources.files import FileAlreadyExistsError
 
 from scheduler import keys
 from scheduler.lifecycle import Stage, transition
@@ -66,6 +67,21 @@ def test_strict_sdk_uploads_creates_retrieves_lists_and_cancels(api: SimpleNames
     assert client.files.delete(file_id).deleted is True
     with pytest.raises(together.NotFoundError):
         client.files.retrieve(file_id)
+
+
+def test_the_same_bytes_uploaded_again_are_the_same_file(api: SimpleNamespace, tmp_path: Path) -> None:
+    """A 3.x upload announces its SHA-256; for bytes the tenant already stored, step 1 answers 409 with the
+    file id and the SDK returns that file without sending the bytes again."""
+    client = sdk(api)
+    first = upload(client, tmp_path)
+    assert upload(client, tmp_path) == first
+    assert [f.id for f in client.files.list().data] == [first]
+    with pytest.raises(FileAlreadyExistsError):
+        client.files.upload(file=tmp_path / "in.jsonl", purpose="batch-api", raise_if_already_exists=True)
+    assert upload(sdk(api, "key-bob"), tmp_path) != first  # another tenant's bytes are its own
+    assert upload(client, tmp_path, LINE * 2) != first
+    client.files.delete(first)
+    assert upload(client, tmp_path) != first  # deleted: uploaded afresh
 
 
 def test_the_wire_shapes_are_wrapped_bare_and_iso(api: SimpleNamespace, tmp_path: Path) -> None:
