@@ -98,6 +98,8 @@ class Supervisor:
         """SIGTERM every part (Celery's warm shutdown: a running micro-batch finishes or is requeued),
         SIGKILL what lingers, then stop Redis."""
         self._stopping.set()
+        if self._watcher is not None:  # a restart it was making is finished, so its process is signalled too
+            self._watcher.join(timeout=10)
         for part in self.parts:
             if part.process and part.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -4,14 +4,13 @@ torch is imported only when a test asks for a model fixture."""
 
 from __future__ import annotations
 
-import random
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 import redis
+from ports import quiet_ports
 
 from scheduler.redis_server import EmbeddedRedis
 
@@ -43,32 +42,10 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def port_run() -> Callable[[int], int]:
-    """``port_run(n)``: a base port whose ``n`` consecutive ports are free, drawn below the kernel's
-    ephemeral range. A port taken from that range (bind to 0) can have its neighbour grabbed by any outgoing
-    connection before the test binds it, which made "the next worker takes the next port" flaky in CI."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
-        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
-    rng = random.Random()
-
-    def find(n: int) -> int:
-        for _ in range(200):
-            base = rng.randrange(20000, low - n)
-            if all(_bindable(base + i) for i in range(n)):
-                return base
-        raise RuntimeError(f"no {n} consecutive free ports below {low}")
-
-    return find
+    """``port_run(n)``: a base port whose ``n`` consecutive ports are free (``ports.quiet_ports``)."""
+    return quiet_ports
 
 
 TINY_MODELS_TOML = """\

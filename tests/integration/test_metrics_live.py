@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.celery_app import make_app, sender
 from scheduler.lifecycle import TERMINAL, Stage
-from scheduler.redis_server import EmbeddedRedis, free_port
+from scheduler.redis_server import EmbeddedRedis
 from scheduler.service import ENDPOINT, Service
 from scheduler.settings import Settings
 from scheduler.supervisor import Supervisor, stack_parts
@@ -67,8 +67,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis,
     (tmp / "models.toml").write_text(MODELS.format(path=tiny_model_dir.as_posix()))
     url = f"redis://{redis_server.host}:{redis_server.port}/14"
     redis.Redis.from_url(url).flushdb()
-    settings = Settings.load(env={}, data_dir=tmp, redis_url=url, models=tmp / "models.toml", port=free_port(),
-                             metrics_port=port_run(2), api_keys="k:acme", enqueued_tokens_per_model=CAP,
+    base = port_run(3)  # the API, then the two workers' metrics ports
+    settings = Settings.load(env={}, data_dir=tmp, redis_url=url, models=tmp / "models.toml", port=base,
+                             metrics_port=base + 1, api_keys="k:acme", enqueued_tokens_per_model=CAP,
                              lease_seconds=5, sweep_interval=1)
     sup = Supervisor(settings, stack_parts(settings, ["tiny"]), log_dir=tmp / "logs")
     sup.start()
@@ -96,10 +97,25 @@ def test_every_process_serves_metrics_that_pass_promtool(stack: Settings) -> Non
     wait_until(lambda: (b := service.records.batch(batch.id)) is not None and b.stage in TERMINAL, 120, "the batch")
     assert service.records.batch(batch.id).stage == Stage.COMPLETED  # type: ignore[union-attr]
 
-    scrapes = {"api": get(f"http://127.0.0.1:{stack.port}/metrics")}
-    for p in ports:
-        text = get(f"http://127.0.0.1:{p}/metrics") or ""
-        scrapes["infer" if "tokenbatch_worker_model_loaded{" in text else "control"] = text
+    def scrape() -> dict[str, str | None]:
+        scrapes = {"api": get(f"http://127.0.0.1:{stack.port}/metrics")}
+        for p in ports:
+            text = get(f"http://127.0.0.1:{p}/metrics") or ""
+            scrapes["infer" if "tokenbatch_worker_model_loaded{" in text else "control"] = text
+        return scrapes
+
+    def settled(s: dict[str, str | None]) -> bool:
+        """Process-local observations land just after the Redis writes a test sees (task_postrun)."""
+        completed = ("tokenbatch_batch_duration_seconds_count", (("stage", "completed"),))
+        done = values(s.get("control") or "").get(completed)
+        ran = values(s.get("infer") or "").get(("tokenbatch_microbatch_requests_sum", (("model", "tiny"),)), 0)
+        return done == 1 and ran >= 8
+
+    scrapes = scrape()
+    deadline = time.monotonic() + 30
+    while not settled(scrapes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        scrapes = scrape()
     assert set(scrapes) == {"api", "control", "infer"}
     for name, text in scrapes.items():
         proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)

@@ -29,7 +29,6 @@ from scheduler.api import create_app, serve_in_thread
 from scheduler.lifecycle import Stage, transition
 from scheduler.metrics import RedisCollector
 from scheduler.records import Records
-from scheduler.redis_server import free_port
 from scheduler.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -180,7 +179,7 @@ def test_the_api_scrape_passes_promtool(api: SimpleNamespace, redis_client: redi
 
 
 def test_an_unreachable_redis_is_a_gauge_not_a_failed_scrape(settings: Settings) -> None:
-    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    dead = redis.Redis(port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     families = list(RedisCollector(dead, settings).collect())
     assert [(f.name, [s.value for s in f.samples]) for f in families] == [("tokenbatch_redis_up", [0])]
 

@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import orjson
 import redis
+from ports import quiet_ports
 
 from scheduler.celery_app import make_app, sender
 from scheduler.lifecycle import TERMINAL
 from scheduler.records import BatchRecord
-from scheduler.redis_server import EmbeddedRedis, free_port
+from scheduler.redis_server import EmbeddedRedis
 from scheduler.service import ENDPOINT, Service
 from scheduler.settings import Settings
 from scheduler.supervisor import Part, Supervisor, stack_parts
@@ -55,20 +56,30 @@ class Stack:
     def __init__(self, tmp: Path, redis_url: str, models: Path, api: bool, **overrides: Any) -> None:
         self.settings = Settings.load(
             env={}, data_dir=tmp, redis_url=redis_url, models=models, lease_seconds=3, sweep_interval=1,
-            api_keys=KEYS, port=free_port(), **overrides)
+            api_keys=KEYS, port=quiet_ports(), **overrides)
         self.sup = Supervisor(self.settings, stack_parts(self.settings, ["tiny"], api=api), log_dir=tmp / "logs")
         self.api = api
         self.client = redis.Redis.from_url(redis_url)
-        self.service = Service(self.settings, self.client, sender(make_app(self.settings)))
+        self.app = make_app(self.settings)
+        self.service = Service(self.settings, self.client, sender(self.app))
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.port}"
 
     def start(self) -> Stack:
+        """Start every part and wait until both workers answer a ping (and the API /healthz): a test's first
+        task then never waits on a worker still booting. A stack that fails to start is stopped, so none
+        of its processes outlives it to take tasks from a later stack on the same database."""
         self.sup.start()
-        if self.api:
-            wait_for(lambda: _healthy(self.base_url), 60, "the API to answer /healthz")
+        try:
+            wait_for(lambda: len(self.app.control.ping(timeout=0.5)) >= 2, 120, "both workers to answer a ping",
+                     self.logs)
+            if self.api:
+                wait_for(lambda: _healthy(self.base_url), 60, "the API to answer /healthz", self.logs)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def part(self, name: str) -> Part:

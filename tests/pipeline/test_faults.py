@@ -40,7 +40,9 @@ def test_killed_control_worker_during_validation_recovers(make_stack: Callable[.
     stack = make_stack(batch=64)
     b = stack.submit(batch_file(3000, max_tokens=1))
     lease = keys.stage_lease(b.id, "validate")
-    wait_for(lambda: stack.client.get(lease) not in (None, b"queued"), 60, "validation to start", stack.logs)
+    wait_for(lambda: stack.client.get(lease) not in (None, b"queued"), 60, "validation to start", stack.logs,
+             every=0.002)
+    stack.pause("worker")  # nothing moves between the look and the kill (SIGKILL ends a stopped group too)
     assert stack.batch(b.id).stage == Stage.VALIDATING
     stack.kill("worker")
     final = stack.wait(b.id, timeout=240)
@@ -93,6 +95,7 @@ def test_state_survives_a_redis_restart_mid_batch(make_stack: Callable[..., Stac
         out, err = stack.lines(final)
         assert_exactly_once(out, err, [f"r-{i}" for i in range(200)])
         assert TokenBudget(stack.client).stats("tiny").enqueued == 0
+        stack.stop()  # before its Redis goes: workers that lose Redis at shutdown crash and get restarted
     finally:
         server.stop()
 

@@ -15,8 +15,7 @@ import httpx
 import orjson
 import pytest
 from harness import TINY, batch_file, wait_for
-
-from scheduler.redis_server import free_port
+from ports import quiet_ports
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +39,7 @@ def test_up_serves_a_batch_restarts_a_killed_part_and_stops_clean(tmp_path: Path
 
     models = tmp_path / "models.toml"
     models.write_text(TINY.format(path=tiny_model_dir.as_posix(), batch=4))
-    port = free_port()
+    port = quiet_ports()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENBATCH_")}
     env.update(TOKENBATCH_DATA_DIR=str(tmp_path / "data"), TOKENBATCH_MODELS=str(models),
                TOKENBATCH_SWEEP_INTERVAL="1", TOKENBATCH_LEASE_SECONDS="3")
