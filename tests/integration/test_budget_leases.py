@@ -89,10 +89,10 @@ def test_release_and_extend_after_reclaim_change_nothing(budget: TokenBudget) ->
 
 
 def test_a_heartbeat_keeps_a_reservation_from_being_reclaimed(budget: TokenBudget) -> None:
-    budget.reserve(MODEL, "busy", 10, cap=100, lease_seconds=0.2)
-    for _ in range(4):
-        time.sleep(0.1)
-        assert budget.extend(MODEL, "busy", 0.2)
+    budget.reserve(MODEL, "busy", 10, cap=100, lease_seconds=1.0)
+    for _ in range(4):  # 2 s in all, twice the lease; each extend leaves a second for the reclaim after it
+        time.sleep(0.5)
+        assert budget.extend(MODEL, "busy", 1.0)
         assert budget.reclaim(MODEL) == []
     assert budget.stats(MODEL).enqueued == 10
 
