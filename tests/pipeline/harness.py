@@ -73,8 +73,8 @@ class Stack:
         of its processes outlives it to take tasks from a later stack on the same database."""
         self.sup.start()
         try:
-            wait_for(lambda: len(self.app.control.ping(timeout=0.5)) >= 2, 120, "both workers to answer a ping",
-                     self.logs)
+            wait_for(lambda: len(self.app.control.ping(timeout=1.0, limit=2)) >= 2, 120,
+                     "both workers to answer a ping", self.logs)
             if self.api:
                 wait_for(lambda: _healthy(self.base_url), 60, "the API to answer /healthz", self.logs)
         except BaseException:
