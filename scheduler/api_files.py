@@ -36,7 +36,11 @@ class RangeNotSatisfiable(TokenbatchError):
 
     def __init__(self, size: int) -> None:
         super().__init__(f"The requested range is outside the file's {size} bytes.", param="range")
+        self.size = size
         self.headers = {"content-range": f"bytes */{size}"}
+
+    def __reduce__(self) -> tuple[type, tuple[int]]:
+        return type(self), (self.size,)
 
 
 _UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {

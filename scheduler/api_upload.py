@@ -220,9 +220,9 @@ def receive_upload(service: Service, tenant: str, reader: MultipartReader) -> Fi
             if record is not None or spool is not None:
                 raise InvalidRequest("Send one file per request.", param="file")
             filename = clean_filename(part.filename)
-            if "purpose" in fields:
-                _expiry(fields)  # a bad expires_after sent first is refused before the bytes are read
-                record = service.store_upload(tenant, filename, fields["purpose"], reader.data())
+            if "purpose" in fields:  # a bad expires_after sent first is refused before the bytes are read
+                record = service.store_upload(tenant, filename, fields["purpose"], reader.data(),
+                                              expires_in=_expiry(fields))
             else:
                 spool = _spool(reader.data(), service.settings.max_file_bytes)
         if record is None:
@@ -232,9 +232,13 @@ def receive_upload(service: Service, tenant: str, reader: MultipartReader) -> Fi
             if "purpose" not in fields:
                 raise InvalidRequest("Missing the 'purpose' field of the form; use 'batch'.", param="purpose",
                                      code="missing_required_parameter")
-            record = service.store_upload(tenant, filename, fields["purpose"], iter(lambda: spool.read(CHUNK), b""))
+            return service.store_upload(tenant, filename, fields["purpose"], iter(lambda: spool.read(CHUNK), b""),
+                                        expires_in=_expiry(fields))
+        # Streamed before the form ended: an expires_after sent after the file part applies now.
         seconds = _expiry(fields)
-        return record if seconds is None else service.records.set_file_expiry(record, record.created_at + seconds)
+        if seconds is not None and record.expires_at is None:
+            record = service.records.set_file_expiry(record, record.created_at + seconds)
+        return record
     except BaseException:
         if record is not None:
             service.delete_file(tenant, record.id)

@@ -54,6 +54,10 @@ class FileRecord:
             sha256=h.get("sha256") or None,
         )
 
+    def expired(self, now: float | None = None) -> bool:
+        """Past its ``expires_at``: gone for its tenant at once, deleted by the next sweep."""
+        return self.expires_at is not None and self.expires_at <= (time.time() if now is None else now)
+
 
 @dataclass(frozen=True)
 class BatchRecord:
@@ -125,9 +129,11 @@ class Records:
     # Files
     def create_file(
         self, *, file_id: str, tenant: str, filename: str, size: int, purpose: str, path: str,
-        status: str = "processed", expires_at: int | None = None, sha256: str | None = None,
+        status: str = "processed", expires_in: int | None = None, sha256: str | None = None,
     ) -> FileRecord:
+        """``expires_in``: seconds from its ``created_at`` until the file expires (None: kept until deleted)."""
         now = int(time.time())
+        expires_at = now + expires_in if expires_in else None
         h = {
             "id": file_id, "tenant": tenant, "filename": filename, "bytes": size, "purpose": purpose,
             "created_at": now, "status": status, "path": path,
@@ -157,6 +163,10 @@ class Records:
         pipe.execute()
         return replace(record, expires_at=expires_at)
 
+    def postpone_expiry(self, file_id: str, until: int) -> None:
+        """Look at an expired file again at ``until`` (the index only: its ``expires_at`` stays)."""
+        self.r.zadd(keys.expiring_files(), {file_id: until}, xx=True)
+
     def expired_files(self, now: int, limit: int) -> list[FileRecord]:
         """Files of any tenant whose ``expires_at`` has passed, soonest first (ids whose record is already
         gone are dropped from the index on the way)."""
@@ -172,11 +182,12 @@ class Records:
                 self.r.zrem(keys.expiring_files(), fid)
         return out
 
-    def get_file(self, tenant: str, file_id: str) -> FileRecord:
+    def get_file(self, tenant: str, file_id: str, *, expired_ok: bool = False) -> FileRecord:
         h = _decode(self.r.hgetall(keys.file(file_id)))
-        if not h or h.get("tenant") != tenant:
+        record = FileRecord.from_hash(h) if h and h.get("tenant") == tenant else None
+        if record is None or (record.expired() and not expired_ok):
             raise NotFound(f"No such file: {file_id!r}", param="file_id", code="file_not_found")
-        return FileRecord.from_hash(h)
+        return record
 
     def list_files(
         self, tenant: str, *, limit: int, after: str | None = None, purposes: Collection[str] | None = None,
@@ -198,11 +209,13 @@ class Records:
             for raw in pipe.execute():
                 h = _decode(raw)
                 if h and (purposes is None or h["purpose"] in purposes):
-                    out.append(FileRecord.from_hash(h))
+                    record = FileRecord.from_hash(h)
+                    if not record.expired():
+                        out.append(record)
         return out[:limit], len(out) > limit
 
     def delete_file(self, tenant: str, file_id: str) -> FileRecord:
-        record = self.get_file(tenant, file_id)
+        record = self.get_file(tenant, file_id, expired_ok=True)
         pipe = self.r.pipeline()
         pipe.delete(keys.file(file_id))
         pipe.zrem(keys.tenant_files(tenant), file_id)
@@ -219,8 +232,7 @@ class Records:
             return None
         try:
             return self.get_file(tenant, file_id)
-        except NotFound:
-            self.r.hdel(keys.tenant_checksums(tenant), sha256)
+        except NotFound:  # deleted, or expired: upload the bytes again
             return None
 
     # Batches

@@ -4,6 +4,7 @@ and cancelled, with the same checks and the same errors wherever they come from.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import tomllib
 from collections.abc import Callable, Iterable
@@ -27,6 +28,7 @@ UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_WINDOW = 7 * 86400
 INPUT_PURPOSES = {"batch", "batch-api"}
 MAX_METADATA = 16
+log = logging.getLogger("tokenbatch.service")
 MIN_EXPIRY, MAX_EXPIRY = 3600, 30 * 86400  # OpenAI's bounds on expires_after / output_expires_after
 
 Sender = Callable[[str, list[Any]], None]  # (task name, args) -> None; sends by name, never imports tasks
@@ -103,7 +105,7 @@ class Service:
     # Files
     def store_upload(
         self, tenant: str, filename: str, purpose: str, chunks: Iterable[bytes], *, file_id: str | None = None,
-        sha256: str | None = None,
+        sha256: str | None = None, expires_in: int | None = None,
     ) -> FileRecord:
         """Stream an upload to storage, refusing past the size cap (or a wrong ``sha256``) without keeping
         anything: the storage writer publishes the file only when the block exits cleanly. ``file_id`` is for
@@ -129,29 +131,40 @@ class Service:
                 raise InvalidRequest("The uploaded bytes do not match the checksum sent with POST /v1/files.",
                                      param="checksum", code="checksum_mismatch")
         return self.records.create_file(file_id=file_id, tenant=tenant, filename=filename, size=size,
-                                        purpose=purpose, path=path, sha256=sha256)
+                                        purpose=purpose, path=path, sha256=sha256, expires_in=expires_in)
 
     def open_file(self, record: FileRecord) -> IO[bytes]:
         return self.storage.open(record.path)
 
     def delete_file(self, tenant: str, file_id: str) -> FileRecord:
-        record = self.records.delete_file(tenant, file_id)
+        """The bytes first, then the record: a failure between leaves a record to delete again, never bytes
+        that nothing points to."""
+        record = self.records.get_file(tenant, file_id, expired_ok=True)
         self.storage.delete(record.path)
-        return record
+        return self.records.delete_file(tenant, file_id)
 
     def delete_expired_files(self, now: int, limit: int = 500) -> list[str]:
-        """Delete files past their ``expires_at``. The input of a batch still running waits for its batch to
-        end: deleting it would fail work the user already queued."""
+        """Delete files past their ``expires_at``. The input of a batch not yet ended is looked at again a
+        minute later (its tenant no longer sees it, but validation may still need it). One file that
+        fails (gone meanwhile, a storage error) does not stop the others."""
         expired = self.records.expired_files(now, limit)
         if not expired:
             return []
-        in_use = {b.input_file_id for bid in self.records.active_batch_ids()
-                  if (b := self.records.batch(bid)) is not None and b.stage not in TERMINAL}
+        in_use = {row["input_file_id"] for row in self.records.active_fields("stage", "input_file_id")
+                  if row.get("input_file_id") and row.get("stage") not in {s.value for s in TERMINAL}}
         gone = []
         for record in expired:
-            if record.id not in in_use:
+            if record.id in in_use:
+                self.records.postpone_expiry(record.id, now + 60)
+                continue
+            try:
                 self.delete_file(record.tenant, record.id)
-                gone.append(record.id)
+            except NotFound:
+                continue
+            except Exception:  # the next sweep tries this one again; the rest go now
+                log.exception("could not delete expired file %s", record.id)
+                continue
+            gone.append(record.id)
         return gone
 
     # Batches

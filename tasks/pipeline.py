@@ -7,7 +7,6 @@ done, so a redelivered or duplicated task changes nothing.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 import orjson
@@ -177,14 +176,13 @@ def _finalize(c: Context, batch_id: str, lease: StageLease) -> str:
         return "skipped"
     written = write_results(c.storage, c.mbs, batch, heartbeat=lease.renew)
     ids = {}
-    expires_at = int(time.time()) + batch.output_expires_seconds if batch.output_expires_seconds else None
     for kind, path, size in (("output", written.output_path, written.output_bytes),
                              ("errors", written.error_path, written.error_bytes)):
         if path is None:
             continue
         file_id = f"file-{batch_id.removeprefix('batch_')}-{kind}"
         c.records.create_file(file_id=file_id, tenant=batch.tenant, size=size, purpose="batch_output",
-                              filename=f"{batch_id}_{kind}.jsonl", path=path, expires_at=expires_at)
+                              filename=f"{batch_id}_{kind}.jsonl", path=path, expires_in=batch.output_expires_seconds)
         ids[f"{'output' if kind == 'output' else 'error'}_file_id"] = file_id
     moved = transition(c.client, batch_id, target, completed=written.completed, failed=written.failed,
                        total=written.completed + written.failed, **ids)

@@ -22,10 +22,12 @@ def _bindable(port: int) -> bool:
 
 
 def quiet_ports(n: int = 1) -> int:
-    """A base port whose ``n`` consecutive ports are free now, below the ephemeral range."""
-    low = int(_RANGE.read_text().split()[0]) if _RANGE.exists() else 32768
+    """A base port whose ``n`` consecutive ports are free now, outside the ephemeral range: below it, or
+    above it on hosts whose range starts low."""
+    low, high = (int(x) for x in _RANGE.read_text().split()) if _RANGE.exists() else (32768, 60999)
+    first, last = (20000, low - n) if low - n > 21000 else (high + 1, 65536 - n)
     for _ in range(200):
-        base = _rng.randrange(20000, low - n)
+        base = _rng.randrange(first, last)
         if all(_bindable(base + i) for i in range(n)):
             return base
-    raise RuntimeError(f"no {n} consecutive free ports below {low}")
+    raise RuntimeError(f"no {n} consecutive free ports in {first}-{last}")

@@ -76,22 +76,59 @@ def test_the_sweep_deletes_expired_files_but_not_a_running_batchs_input(api: Sim
     service, records = api.service, api.service.records
     now = int(api.client.time()[0])
     expired, in_use, later = (service.store_upload("alice", f"{n}.jsonl", "batch", [LINE]) for n in "abc")
+    batch = service.create_batch("alice", input_file_id=in_use.id, endpoint=ENDPOINT)
     records.set_file_expiry(expired, now - 5)
     records.set_file_expiry(in_use, now - 5)
     records.set_file_expiry(later, now + 3600)
-    batch = service.create_batch("alice", input_file_id=in_use.id, endpoint=ENDPOINT)
 
     assert service.delete_expired_files(now) == [expired.id]
-    with pytest.raises(openai.NotFoundError):
-        sdk(api).files.retrieve(expired.id)
     assert not service.storage.exists(expired.path)
-    assert stored(api, in_use.id) and stored(api, later.id)
+    # The running batch's input: gone for its tenant, kept for validation, looked at again a minute later.
+    with pytest.raises(openai.NotFoundError):
+        sdk(api).files.retrieve(in_use.id)
+    assert service.storage.exists(in_use.path)
+    assert api.client.zscore(keys.expiring_files(), in_use.id) == now + 60
+    assert service.delete_expired_files(now) == []
 
     transition(api.client, batch.id, Stage.FAILED)  # the batch ended: its input may go now
-    assert service.delete_expired_files(now) == [in_use.id]
+    assert service.delete_expired_files(now + 60) == [in_use.id]
     assert not service.storage.exists(in_use.path)
     assert service.delete_expired_files(now + 3600) == [later.id]
     assert api.client.zcard(keys.expiring_files()) == 0
+
+
+def test_an_expired_file_is_gone_for_its_tenant_before_the_sweep(api: SimpleNamespace) -> None:
+    f = api.service.store_upload("alice", "in.jsonl", "batch", [LINE])
+    api.service.records.set_file_expiry(f, int(time.time()) - 1)
+    client = sdk(api)
+    assert list(client.files.list()) == []
+    for call in (lambda: client.files.retrieve(f.id), lambda: client.files.content(f.id),
+                 lambda: client.batches.create(input_file_id=f.id, endpoint=ENDPOINT, completion_window="24h")):
+        with pytest.raises(openai.NotFoundError):
+            call()
+
+
+def test_one_file_that_fails_does_not_stop_the_others(api: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = api.service
+    now = int(api.client.time()[0])
+    files = [service.store_upload("alice", f"{n}.jsonl", "batch", [LINE]) for n in range(3)]
+    for i, f in enumerate(files):
+        service.records.set_file_expiry(f, now - 10 + i)  # deleted in this order
+    service.delete_file("alice", files[0].id)  # deleted by its tenant after the sweep read the index
+    read = service.records.expired_files
+    monkeypatch.setattr(service.records, "expired_files", lambda now, limit: [files[0], *read(now, limit)])
+    real = service.storage.delete
+
+    def flaky(path: str, recursive: bool = False) -> None:
+        if path == files[1].path:
+            raise OSError("storage unavailable")
+        real(path, recursive)
+
+    monkeypatch.setattr(service.storage, "delete", flaky)
+    assert service.delete_expired_files(now) == [files[2].id]
+    monkeypatch.undo()
+    assert service.delete_expired_files(now) == [files[1].id]  # the next sweep finishes it
+    assert not service.storage.exists(files[1].path)
 
 
 def test_a_deleted_file_leaves_the_expiry_index(api: SimpleNamespace) -> None:
