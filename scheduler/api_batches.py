@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from scheduler import api_deps
 from scheduler.records import BatchRecord
-from scheduler.schemas import Batch, BatchCreateRequest, BatchList
+from scheduler.schemas import Batch, BatchCreateRequest, BatchList, cursor_page
 from scheduler.service import Service
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -42,9 +42,7 @@ def list_batches(
     after: str | None = None,
 ) -> BatchList:
     records, more = service.records.list_batches(tenant, limit=limit, after=after or None)
-    data = [Batch.from_record(b) for b in records]
-    return BatchList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
-                     has_more=more)
+    return cursor_page(BatchList, [Batch.from_record(b) for b in records], more)
 
 
 @router.get("/{batch_id}", response_model=Batch)

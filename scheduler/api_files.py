@@ -19,7 +19,7 @@ from scheduler.api_upload import (
     receive_upload,
 )
 from scheduler.errors import NotFound, TokenbatchError
-from scheduler.schemas import PURPOSE_FILTER, FileDeleted, FileList, FileObject
+from scheduler.schemas import PURPOSE_FILTER, FileDeleted, FileList, FileObject, cursor_page
 from scheduler.service import Service
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -69,9 +69,7 @@ def list_files(
     wanted = PURPOSE_FILTER.get(purpose, frozenset({purpose})) if purpose else None
     page, has_more = service.records.list_files(tenant, limit=limit, after=after or None, purposes=wanted,
                                                 ascending=order == "asc")
-    data = [FileObject.from_record(f) for f in page]
-    return FileList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
-                    has_more=has_more)
+    return cursor_page(FileList, [FileObject.from_record(f) for f in page], has_more)
 
 
 @router.get("/{file_id}", response_model=FileObject)

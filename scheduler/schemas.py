@@ -8,7 +8,7 @@ strictly (no ``123`` silently becoming ``"123"``), so a wrong type is a 400 nami
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -25,6 +25,7 @@ _PURPOSE_VIEW = {"batch-api": "batch"}
 PURPOSE_FILTER: dict[str, frozenset[str]] = {"batch": frozenset({"batch", "batch-api"})}
 
 MAX_METADATA_PAIRS = 16
+PageT = TypeVar("PageT", bound=BaseModel)
 MetadataKey = Annotated[str, StringConstraints(max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 
@@ -65,6 +66,12 @@ class FileObject(OpenAIBaseModel):
         return cls(id=record.id, bytes=record.bytes, created_at=record.created_at, filename=record.filename,
                    purpose=_PURPOSE_VIEW.get(record.purpose, record.purpose), status=status,  # type: ignore[arg-type]
                    expires_at=record.expires_at)
+
+
+def cursor_page(cls: type[PageT], data: list[Any], has_more: bool) -> PageT:
+    """An OpenAI list page; ``first_id`` and ``last_id`` follow from ``data``."""
+    return cls(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
+               has_more=has_more)
 
 
 class FileList(OpenAIBaseModel):
