@@ -29,3 +29,10 @@ def server(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
         yield SimpleNamespace(url=url, sent=sent, app=app, client=client, http=http,
                               service=app.state.tokenbatch.service)
     client.close()
+
+
+@pytest.fixture
+def api(server: SimpleNamespace, redis_url: str) -> SimpleNamespace:
+    """The module's server with its recorded sends cleared (and Redis flushed by ``redis_url``)."""
+    server.sent.clear()
+    return server

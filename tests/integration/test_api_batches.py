@@ -17,12 +17,6 @@ LINE = b'{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions", "b
 ENDPOINT = "/v1/chat/completions"
 
 
-@pytest.fixture
-def api(server: SimpleNamespace, redis_url: str) -> SimpleNamespace:
-    server.sent.clear()  # and redis_url flushed Redis
-    return server
-
-
 def sdk(api: SimpleNamespace, key: str = "key-alice", retries: int = 0) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{api.url}/v1", api_key=key, max_retries=retries,
                          _strict_response_validation=True)

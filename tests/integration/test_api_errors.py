@@ -26,12 +26,6 @@ ENDPOINT = "/v1/chat/completions"
 
 
 @pytest.fixture
-def api(server: SimpleNamespace, redis_url: str) -> SimpleNamespace:
-    server.sent.clear()  # and redis_url flushed Redis
-    return server
-
-
-@pytest.fixture
 def file_id(api: SimpleNamespace) -> str:
     r = api.http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", LINE)})
     return str(r.json()["id"])

@@ -18,11 +18,6 @@ from scheduler.service import ENDPOINT
 LINE = b'{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "tiny"}}\n'
 
 
-@pytest.fixture
-def api(server: SimpleNamespace, redis_url: str) -> SimpleNamespace:
-    return server  # redis_url flushed Redis
-
-
 def sdk(api: SimpleNamespace) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{api.url}/v1", api_key="key-alice", max_retries=0,
                          _strict_response_validation=True)

@@ -25,12 +25,6 @@ LINE = b'{"custom_id": "r1", "body": {"model": "tiny", "messages": [{"role": "us
 ENDPOINT = "/v1/chat/completions"
 
 
-@pytest.fixture
-def api(server: SimpleNamespace, redis_url: str) -> SimpleNamespace:
-    server.sent.clear()  # and redis_url flushed Redis
-    return server
-
-
 def sdk(api: SimpleNamespace, key: str = "key-alice") -> Together:
     return Together(base_url=f"{api.url}/together", api_key=key, max_retries=0, _strict_response_validation=True)
 
