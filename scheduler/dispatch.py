@@ -21,7 +21,6 @@ from limits import ReservationTooLarge, TokenBudget
 from scheduler import keys
 from scheduler.lifecycle import Stage, transition
 from scheduler.microbatch import MicroBatches, entry, parse_entry
-from scheduler.records import Records
 from scheduler.scripts import script
 
 LOCK_MS = 30_000
@@ -38,7 +37,6 @@ class Dispatcher:
     finalize: Callable[[str], None]  # sends the aggregation of a batch by name
 
     def __post_init__(self) -> None:
-        self.records = Records(self.client)
         self.mbs = MicroBatches(self.client)
 
     def run(self, model: str) -> int:

@@ -45,10 +45,6 @@ TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.EXPIRED, S.CANCELLED})
 RUNNABLE = frozenset({S.QUEUED, S.IN_PROGRESS})  # micro-batches of these batches may be dispatched
 
 
-def can_move(src: Stage, dst: Stage) -> bool:
-    return src in ALLOWED_FROM.get(dst, frozenset())
-
-
 def transition(client: redis.Redis, batch_id: str, to: Stage, **fields: str | int | float) -> bool:
     """Move ``batch_id`` to ``to`` if the table allows it from its current stage; True if this call did.
 

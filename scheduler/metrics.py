@@ -57,7 +57,9 @@ class RedisCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("tokenbatch_redis_up", "1 if Redis answered this scrape.")
         try:
-            families = [*self._batches(), *self._requests(), *self._budget(), *self._waiting(), *self._queues()]
+            models = self._models()  # one read of the models file and the work set per scrape
+            families = [*self._batches(), *self._requests(), *self._budget(models), *self._waiting(models),
+                        *self._queues(models)]
         except redis.RedisError as exc:
             log.warning("metrics: Redis unreachable: %s", exc)
             up.add_metric([], 0)
@@ -84,7 +86,7 @@ class RedisCollector(Collector):
         now = int(self.client.time()[0])
         near, remaining = 0, None
         for row in rows:
-            if row.get("stage") in {s.value for s in RUNNABLE} and row.get("created_at") and row.get("expires_at"):
+            if row.get("stage") in RUNNABLE and row.get("created_at") and row.get("expires_at"):
                 created, expires = int(float(row["created_at"])), int(float(row["expires_at"]))
                 left = expires - now
                 remaining = left if remaining is None else min(remaining, left)
@@ -110,7 +112,7 @@ class RedisCollector(Collector):
                 c.add_metric([model, outcome], int(n))
         return [c]
 
-    def _budget(self) -> list[Metric]:
+    def _budget(self, models: list[str]) -> list[Metric]:
         try:
             from limits import TokenBudget  # the budget package may be absent in a partial install
         except ImportError:
@@ -124,7 +126,7 @@ class RedisCollector(Collector):
                                    labels=["model"])
         expired = GaugeMetricFamily("tokenbatch_budget_expired_leases", "Reservations past their lease and not "
                                     "yet reclaimed.", labels=["model"])
-        for model in sorted(set(budget.models()) | set(self._models())):
+        for model in sorted(set(budget.models()) | set(models)):
             s = budget.stats(model)
             enqueued.add_metric([model], s.enqueued)
             # A model that never reserved has no stored cap yet: show the configured one.
@@ -133,7 +135,7 @@ class RedisCollector(Collector):
             expired.add_metric([model], s.expired)
         return [enqueued, cap, leases, expired]
 
-    def _waiting(self) -> list[Metric]:
+    def _waiting(self, models: list[str]) -> list[Metric]:
         """Micro-batches the dispatcher found over the budget and that are still pending, per model."""
         count = GaugeMetricFamily("tokenbatch_budget_waiting_microbatches", "Micro-batches at the head of a queue "
                                   "waiting for the token budget.", labels=["model"])
@@ -142,7 +144,7 @@ class RedisCollector(Collector):
         queued = GaugeMetricFamily("tokenbatch_queued_microbatches", "Micro-batches in a model's tenant queues, not "
                                    "yet admitted by the budget.", labels=["model"])
         now = int(self.client.time()[0])
-        for model in self._models():
+        for model in models:
             tenants = [_text(t) for t in self.client.smembers(keys.model_tenants(model))]
             waiting = {_text(k): int(v) for k, v in self.client.hgetall(keys.waiting_since(model)).items()}
             pipe = self.client.pipeline(transaction=False)
@@ -161,8 +163,8 @@ class RedisCollector(Collector):
             oldest.add_metric([model], max(0, now - min(since)) if since else 0)
         return [queued, count, oldest]
 
-    def _queues(self) -> list[Metric]:
-        names = [CONTROL_QUEUE, *(infer_queue(m) for m in self._models())]
+    def _queues(self, models: list[str]) -> list[Metric]:
+        names = [CONTROL_QUEUE, *(infer_queue(m) for m in models)]
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             for step in _PRIORITY_STEPS:

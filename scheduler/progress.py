@@ -10,9 +10,9 @@ from typing import TypeVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from scheduler.lifecycle import TERMINAL  # Stage is a StrEnum: status strings test against it
 from scheduler.records import BatchRecord
 
-TERMINAL = {"completed", "failed", "expired", "cancelled"}
 T = TypeVar("T")
 
 

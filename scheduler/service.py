@@ -151,7 +151,7 @@ class Service:
         if not expired:
             return []
         in_use = {row["input_file_id"] for row in self.records.active_fields("stage", "input_file_id")
-                  if row.get("input_file_id") and row.get("stage") not in {s.value for s in TERMINAL}}
+                  if row.get("input_file_id") and row.get("stage") not in TERMINAL}
         gone = []
         for record in expired:
             if record.id in in_use:

@@ -111,7 +111,7 @@ def stage_durations(created_at: int, times: dict[str, int]) -> list[tuple[str, i
 
 def observe_batch_end(created_at: int, times: dict[str, int], stage: str) -> None:
     """A batch reached ``stage`` (terminal): how long each of its stages took, and the whole."""
-    if stage not in {s.value for s in TERMINAL}:
+    if stage not in TERMINAL:
         return
     for name, seconds in stage_durations(created_at, times):
         STAGE_SECONDS.labels(name).observe(seconds)

@@ -26,7 +26,6 @@ from tasks.infer import engine_for
 
 log = logging.getLogger("tokenbatch.worker")
 
-_TERMINAL = {s.value for s in TERMINAL}
 
 
 @worker_init.connect
@@ -103,7 +102,7 @@ def after_task(task_id: str | None = None, task: Task | None = None, args: Any =
             snapshot = _snapshots.pop(task_id or "", None)
             if snapshot and isinstance(retval, int) and retval > 0:
                 _observe_waits(*snapshot)
-        elif (task.name == "tokenbatch.finalize" and retval in _TERMINAL) or (
+        elif (task.name == "tokenbatch.finalize" and retval in TERMINAL) or (
                 task.name == "tokenbatch.validate" and retval == "failed"):
             _observe_batch(str(args[0]), "failed" if task.name == "tokenbatch.validate" else str(retval))
 
