@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from scheduler import auth
-from scheduler.errors import InvalidRequest, TokenbatchError, TooLarge, Unauthorized
+from scheduler.errors import InvalidRequest, TokenbatchError, TooLarge, Unauthorized, describe
 from scheduler.service import Service
 from scheduler.settings import Settings
 
@@ -54,23 +54,6 @@ def error_response(exc: TokenbatchError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
-def describe(errors: list[Any]) -> InvalidRequest:
-    """The first of pydantic's errors as an OpenAI-style 400 naming the parameter."""
-    first = errors[0] if errors else {}
-    loc = [str(p) for p in first.get("loc", ())]
-    if loc and loc[0] in ("body", "query", "path", "header"):
-        loc = loc[1:]
-    param = loc[0] if loc else None  # the top-level parameter, as OpenAI names it; the message has the path
-    where = ".".join(loc)[:200]
-    kind = first.get("type", "")
-    if kind in ("json_invalid", "json_type"):
-        return InvalidRequest("We could not parse the JSON body of your request: send a JSON object.",
-                              code="invalid_json")
-    if kind == "missing":
-        return InvalidRequest(f"Missing required parameter: {where!r}.", param=param, code="missing_required_parameter")
-    msg = first.get("msg", "invalid value")
-    return InvalidRequest(f"Invalid value for {where!r}: {msg}." if where else f"Invalid request: {msg}.",
-                          param=param, code="invalid_value")
 
 
 async def read_json(request: Request, model: type[BaseModel], cap: int = JSON_BODY_CAP) -> Any:

@@ -69,14 +69,7 @@ async def create_batch(request: Request, tenant: Tenant, service: Svc, legacy: L
 def list_batches(tenant: Tenant, service: Svc, legacy: Legacy,
                  limit: Annotated[int, Query(ge=1, le=LIST_CAP)] = LIST_CAP) -> list[BatchJob]:
     """Newest first, as a bare array (both SDKs expect one); ``limit`` is a tokenbatch extension."""
-    found: list[BatchRecord] = []
-    after = None
-    while len(found) < limit:
-        page, more = service.records.list_batches(tenant, limit=min(100, limit - len(found)), after=after)
-        found += page
-        if not more or not page:
-            break
-        after = page[-1].id
+    found, _ = service.records.list_batches(tenant, limit=limit)
     return _jobs(service, found, legacy)
 
 

@@ -88,11 +88,8 @@ async def put_upload(file_id: str, request: Request, service: Svc) -> TogetherFi
     params = dict(request.query_params)
     bearer = auth.bearer(request.headers.get("authorization"))
     grant = await anyio.to_thread.run_sync(authorize, service, file_id, params, bearer)
-    declared = request.headers.get("content-length")
-    check_declared_length(declared, service.settings.max_file_bytes)
-    if declared and int(declared) > service.settings.max_file_bytes:  # the raw bytes: no form overhead here
-        raise TooLarge(f"The file is larger than the limit of {service.settings.max_file_bytes} bytes.",
-                       param="file", code="file_too_large")
+    check_declared_length(request.headers.get("content-length"), service.settings.max_file_bytes,
+                          overhead=0)  # the raw bytes: no form around them
     pull = body_puller(request)
 
     def claim_and_store() -> FileRecord:

@@ -73,13 +73,14 @@ async def in_thread(work: Callable[[], T]) -> T:
         raise InvalidRequest("The client disconnected before the upload was complete.") from exc
 
 
-def check_declared_length(content_length: str | None, max_file_bytes: int) -> None:
-    """Refuse from the header alone when the body cannot fit, before reading any of it."""
+def check_declared_length(content_length: str | None, max_file_bytes: int, overhead: int = FORM_OVERHEAD) -> None:
+    """Refuse from the header alone when the body cannot fit, before reading any of it; ``overhead`` is
+    what may come around the file (a form's boundaries and fields; 0 for raw bytes)."""
     if content_length is None:
         return
     if not content_length.isdigit():
         raise InvalidRequest("Content-Length must be a number of bytes.", code="invalid_content_length")
-    if int(content_length) > max_file_bytes + FORM_OVERHEAD:
+    if int(content_length) > max_file_bytes + overhead:
         raise TooLarge(f"The file is larger than the limit of {max_file_bytes} bytes.", param="file")
 
 

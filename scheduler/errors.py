@@ -4,6 +4,8 @@ the CLI) shows the same message."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TokenbatchError(Exception):
     status = 500
@@ -72,3 +74,22 @@ class RateLimited(TokenbatchError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limited"
+
+
+def describe(errors: list[Any]) -> InvalidRequest:
+    """The first of pydantic's errors as an OpenAI-style 400 naming the parameter."""
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    param = loc[0] if loc else None  # the top-level parameter, as OpenAI names it; the message has the path
+    where = ".".join(loc)[:200]
+    kind = first.get("type", "")
+    if kind in ("json_invalid", "json_type"):
+        return InvalidRequest("We could not parse the JSON body of your request: send a JSON object.",
+                              code="invalid_json")
+    if kind == "missing":
+        return InvalidRequest(f"Missing required parameter: {where!r}.", param=param, code="missing_required_parameter")
+    msg = first.get("msg", "invalid value")
+    return InvalidRequest(f"Invalid value for {where!r}: {msg}." if where else f"Invalid request: {msg}.",
+                          param=param, code="invalid_value")

@@ -22,10 +22,9 @@ from celery import Task
 from fsspec.core import url_to_fs
 from pydantic import ValidationError
 
-from scheduler.api_deps import describe
 from scheduler.auth import check_tenant
 from scheduler.celery_app import app
-from scheduler.errors import InvalidRequest, TokenbatchError
+from scheduler.errors import InvalidRequest, TokenbatchError, describe
 from scheduler.records import FileRecord
 from scheduler.schemas import Batch, BatchCreateRequest
 from scheduler.service import ENDPOINT, Service

@@ -7,7 +7,7 @@ import openai.types as oa
 import pytest
 from pydantic import ValidationError
 
-from scheduler.api_deps import describe
+from scheduler.errors import describe
 from scheduler.lifecycle import Stage
 from scheduler.records import BatchRecord, FileRecord
 from scheduler.schemas import Batch, BatchCreateRequest, BatchList, FileList, FileObject
