@@ -46,7 +46,7 @@ def bodies(n: int, max_tokens: int) -> list[dict]:  # type: ignore[type-arg]
 
 
 def bare(requests: list[dict], models: Path, cache: Path) -> tuple[float, int]:  # type: ignore[type-arg]
-    engine = load_engine(load_models(models, cache_dir=cache)["smollm2-135m"], cache_dir=cache)
+    engine = load_engine(load_models(models)["smollm2-135m"], cache_dir=cache)
     started = time.perf_counter()
     outcomes = engine.generate(requests)
     elapsed = time.perf_counter() - started

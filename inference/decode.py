@@ -98,7 +98,7 @@ class Decoder:
                 tokens, mask, next_position = tokens[index], mask[index], next_position[index]
                 mask = _trim_left_padding(cache, mask)
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
-            logits = self._forward(tokens[:, None], mask, next_position[:, None], cache, last_only=False)
+            logits = self._forward(tokens[:, None], mask, next_position[:, None], cache)
             next_position = next_position + 1
 
     def _step(self, row: Row, token: int) -> bool:
@@ -127,7 +127,7 @@ class Decoder:
             ids, mask = self._left_pad([rows[i].prompt_ids for i in group])
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             cache = DynamicCache(config=self.model.config)
-            parts.append((cache, mask, self._forward(ids, mask, positions, cache, last_only=True)))
+            parts.append((cache, mask, self._forward(ids, mask, positions, cache)))
         return parts[0] if len(parts) == 1 else self._merge(parts)
 
     def _merge(
@@ -162,16 +162,15 @@ class Decoder:
         mask: torch.Tensor,
         positions: torch.Tensor,
         cache: DynamicCache,
-        *,
-        last_only: bool,
     ) -> torch.Tensor:
+        """Logits of each row's last position (the only ones computed: prefill and decode alike)."""
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
             cache=cache,
             use_cache=True,
-            logits_to_keep=1 if last_only else 0,
+            logits_to_keep=1,
         )
         return out.logits[:, -1, :]
 

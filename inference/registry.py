@@ -74,12 +74,9 @@ def _check(ok: bool, message: str) -> None:
         raise ModelConfigError(message)
 
 
-def load_models(path: str | Path, cache_dir: Path | None = None) -> dict[str, ModelSpec]:
+def load_models(path: str | Path) -> dict[str, ModelSpec]:
     """Parse a models file into specs keyed by id; relative paths are taken from the file's folder.
-
-    ``cache_dir`` is accepted for symmetry with ``load_engine``; nothing is converted or loaded here.
-    """
-    del cache_dir
+    Nothing is converted or loaded here."""
     path = Path(path)
     try:
         with path.open("rb") as fh:

@@ -99,6 +99,8 @@ class Sampler:
 
     def observe(self, tokens: torch.Tensor) -> None:
         """Record the tokens just chosen (for the penalties that depend on them)."""
+        if self.counts is None and self.seen is None:
+            return  # no penalties in this micro-batch: nothing to record, no tensor to build per step
         rows = torch.arange(tokens.shape[0], device=tokens.device)
         if self.counts is not None:
             self.counts[rows, tokens] += 1

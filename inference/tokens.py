@@ -63,7 +63,6 @@ class HFTokenCounter(_CountMixin):
         self.eos_token_id: int | None = self.tokenizer.token_to_id(eos) if eos else None
         pad = self.template.special_tokens.get("pad_token")
         self.pad_token_id: int | None = self.tokenizer.token_to_id(pad) if pad else None
-        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
 
     def prompt_texts(self, bodies: Sequence[dict[str, Any]]) -> list[str | RequestError]:
         out: list[str | RequestError] = []

@@ -70,13 +70,13 @@ def _prepare(settings: Settings) -> list[str]:
     from inference.registry import load_models, locate
 
     cache = settings.data_dir / "models"
-    specs = load_models(settings.models, cache_dir=cache)  # type: ignore[arg-type]
+    specs = load_models(settings.models)  # type: ignore[arg-type]
     for spec in specs.values():
-        if spec.engine != "dry-run" and locate(spec).kind == "gguf":
+        if spec.engine != "dry-run" and (found := locate(spec)).kind == "gguf":
             from inference.convert import ensure_converted
 
             console.print(f"preparing {spec.id} (first time only: converting the GGUF file)...")
-            ensure_converted(locate(spec).path, cache)
+            ensure_converted(found.path, cache)
     return sorted(specs)
 
 
@@ -174,7 +174,9 @@ def run(file: Path, output: Annotated[Path, typer.Option("-o", "--output")],
             rec = svc.store_upload("local", file.name, "batch", iter(lambda: fh.read(1 << 20), b""))
         batch = svc.create_batch("local", input_file_id=rec.id, endpoint=ENDPOINT,
                                  completion_window=completion_window)
-        console.print(f"batch {batch.id}: {sum(1 for _ in file.open('rb'))} lines, logs in {sup.log_dir}")
+        with file.open("rb") as fh:
+            lines = sum(1 for _ in fh)
+        console.print(f"batch {batch.id}: {lines} lines, logs in {sup.log_dir}")
         final = follow(lambda: svc.records.batch(batch.id), console)
         _save(svc, final.output_file_id, output)
         if errors is not None and final.error_file_id:

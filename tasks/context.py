@@ -103,7 +103,7 @@ class Context:
     def specs(self) -> dict[str, ModelSpec]:
         if not self.settings.models:
             return {}
-        return load_models(self.settings.models, cache_dir=self.cache_dir)
+        return load_models(self.settings.models)
 
     @property
     def cache_dir(self) -> Path:
