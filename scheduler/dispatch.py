@@ -11,7 +11,6 @@ trigger that finds it busy leaves a flag, and the running one goes round again, 
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,8 +18,9 @@ import redis
 
 from limits import ReservationTooLarge, TokenBudget
 from scheduler import keys
+from scheduler.lease import Lease
 from scheduler.lifecycle import Stage, transition
-from scheduler.microbatch import MicroBatches, entry, parse_entry
+from scheduler.microbatch import MicroBatches, parse_entry
 from scheduler.scripts import script
 
 LOCK_MS = 30_000
@@ -35,32 +35,32 @@ class Dispatcher:
     lease_seconds: float  # while a micro-batch waits in the broker; the worker shortens it when it starts
     send: Send
     finalize: Callable[[str], None]  # sends the aggregation of a batch by name
+    on_wait: Callable[[str, int], None] = lambda model, seconds: None  # a head sent after waiting for budget
 
     def __post_init__(self) -> None:
         self.mbs = MicroBatches(self.client)
 
     def run(self, model: str) -> int:
         """Dispatch what the budget admits now; returns how many micro-batches left."""
-        lock, again = keys.dispatch_lock(model), keys.dispatch_lock(model) + ":again"
-        token = secrets.token_hex(8)
-        if not self.client.set(lock, token, nx=True, px=LOCK_MS):
+        lock, again = Lease(self.client, keys.dispatch_lock(model), LOCK_MS / 1000), keys.dispatch_again(model)
+        if not lock.acquire():
             self.client.set(again, 1, px=LOCK_MS)
             return 0
         sent = 0
         try:
             while True:
                 self.client.delete(again)
-                sent += self._drain(model, lock, token)
+                sent += self._drain(model, lock)
                 if not self.client.exists(again):
                     return sent
         finally:
-            script(self.client, "unlock")(keys=[lock], args=[token])
+            lock.release()
 
-    def _drain(self, model: str, lock: str, token: str) -> int:
+    def _drain(self, model: str, lock: Lease) -> int:
         sent = 0
         while True:
             # Still ours? (A stalled dispatcher whose lock lapsed must not race the one that took it over.)
-            if not script(self.client, "lease")(keys=[lock], args=[token, LOCK_MS]):
+            if not lock.renew():
                 return sent
             tenants = sorted(m.decode() for m in self.client.smembers(keys.model_tenants(model)))
             if not tenants:
@@ -83,12 +83,11 @@ class Dispatcher:
         if raw is None:
             script(self.client, "untenant")(keys=[queue, keys.model_tenants(model)], args=[tenant])
             return "empty"
-        head = raw.decode()
-        batch_id, index = parse_entry(head)
-        rid = entry(batch_id, index)
-        meta = self.mbs.meta(batch_id, index)
-        if meta is None or self.mbs.state(batch_id, index) != "pending":
-            self._forget(queue, head, model, rid)  # done, dropped, running, or its batch is gone
+        rid = raw.decode()  # a queue entry is the micro-batch's reservation id
+        batch_id, index = parse_entry(rid)
+        state, meta, _ = self.mbs.snapshot(batch_id, index)
+        if meta is None or state != "pending":
+            self._forget(queue, model, rid)  # done, dropped, running, or its batch is gone
             return "skipped"
         try:
             res = self.budget.reserve(model, rid, meta.tokens, cap=self.cap, lease_seconds=self.lease_seconds,
@@ -96,14 +95,14 @@ class Dispatcher:
         except ReservationTooLarge:
             # The cap shrank below a planned micro-batch: it can never run. Record it with no result file;
             # aggregation writes its requests to the error file. Never stall the queue behind it.
-            self._forget(queue, head, model, rid)
+            self._forget(queue, model, rid)
             self._fail_oversized(batch_id, index, meta.requests)
             return "skipped"
         if not res.admitted:
             self.client.hsetnx(keys.waiting_since(model), rid, int(self.client.time()[0]))
             return "full"
         attempt, stage = self.mbs.claim(batch_id, index)
-        self._forget(queue, head, model, rid)
+        waited = self._forget(queue, model, rid)
         if not attempt:
             if not res.duplicate:  # a duplicate is someone else's reservation: not ours to give back
                 self.budget.release(model, rid)
@@ -112,14 +111,20 @@ class Dispatcher:
             transition(self.client, batch_id, Stage.IN_PROGRESS)
         self.client.hincrbyfloat(keys.model_served(model), tenant, meta.tokens)
         self.send(model, batch_id, index, attempt)
+        if waited is not None:
+            self.on_wait(model, waited)
         return "sent"
 
-    def _forget(self, queue: str, head: str, model: str, rid: str) -> None:
-        """Take a head off its queue, and its budget-wait stamp with it."""
+    def _forget(self, queue: str, model: str, rid: str) -> int | None:
+        """Take a head off its queue, and its budget-wait stamp with it; returns how long it waited for the
+        budget (seconds, by Redis's clock), None if it was never refused."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.lrem(queue, 1, head)
+        pipe.hget(keys.waiting_since(model), rid)
+        pipe.lrem(queue, 1, rid)
         pipe.hdel(keys.waiting_since(model), rid)
-        pipe.execute()
+        pipe.time()
+        since, _, _, (now, _) = pipe.execute()
+        return None if since is None else max(0, int(now) - int(since))
 
     def _fail_oversized(self, batch_id: str, index: int, requests: int) -> None:
         attempt, _ = self.mbs.claim(batch_id, index)

@@ -94,6 +94,10 @@ def dispatch_lock(model: str) -> str:
     return f"{_m(model)}:dispatching"
 
 
+def dispatch_again(model: str) -> str:
+    return f"{_m(model)}:dispatching:again"  # a trigger found the dispatcher busy: it goes round once more
+
+
 def waiting_since(model: str) -> str:
     return f"{_m(model)}:waiting"  # hash: "batch:index" -> epoch seconds when the budget first refused it
 

@@ -1,4 +1,4 @@
-"""Stage leases: who is validating or aggregating a batch right now.
+"""Leases: who is validating or aggregating a batch right now (stage leases), or dispatching a model.
 
 A worker takes the lease, renews it from a heartbeat, and lets it go at the end; a worker that dies
 stops renewing, the lease lapses, and the sweep sends the stage again. Finding a live lease held by
@@ -15,10 +15,12 @@ from scheduler import keys
 from scheduler.scripts import script
 
 
-class StageLease:
-    def __init__(self, client: redis.Redis, batch_id: str, stage: str, seconds: float) -> None:
+class Lease:
+    """A lease on ``key`` under a token of our own: only its holder renews or releases it."""
+
+    def __init__(self, client: redis.Redis, key: str, seconds: float) -> None:
         self.r = client
-        self.key = keys.stage_lease(batch_id, stage)
+        self.key = key
         self.ms = int(seconds * 1000)
         self.token = secrets.token_hex(8)
 
@@ -29,6 +31,11 @@ class StageLease:
 
     def release(self) -> None:
         script(self.r, "unlock")(keys=[self.key], args=[self.token])
+
+
+class StageLease(Lease):
+    def __init__(self, client: redis.Redis, batch_id: str, stage: str, seconds: float) -> None:
+        super().__init__(client, keys.stage_lease(batch_id, stage), seconds)
 
 
 def lease_held(client: redis.Redis, batch_id: str, stage: str) -> bool:

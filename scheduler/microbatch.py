@@ -132,6 +132,15 @@ class MicroBatches:
         raw = self.r.hget(keys.microbatches(batch_id), index)
         return raw.decode() if raw else None
 
+    def snapshot(self, batch_id: str, index: int) -> tuple[str | None, Meta | None, bool]:
+        """State, meta and whether the batch is ending (cancelled or expired), in one atomic round trip."""
+        pipe = self.r.pipeline()  # one hash tag, {b:<id>}: a MULTI is fine on a cluster too
+        pipe.hget(keys.microbatches(batch_id), index)
+        pipe.hget(keys.microbatch_meta(batch_id), index)
+        pipe.hget(keys.batch(batch_id), "end_reason")
+        state, meta, ending = pipe.execute()
+        return (state.decode() if state else None, Meta.decode(meta) if meta else None, bool(ending))
+
     def push(self, batch_id: str, tenant: str, indexes: Iterable[int], front: bool = False) -> set[str]:
         """Queue micro-batches on their models' per-tenant queues; returns the models touched.
 

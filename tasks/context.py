@@ -22,6 +22,7 @@ from inference.params import parse_params
 from inference.registry import ModelSpec, load_models
 from inference.tokens import TokenCounter, load_counter
 from limits import TokenBudget
+from scheduler import worker_metrics
 from scheduler.celery_app import CONTROL_QUEUE, app, infer_queue
 from scheduler.dispatch import Dispatcher
 from scheduler.microbatch import MicroBatches
@@ -124,7 +125,8 @@ class Context:
         queued = max(self.settings.visibility_timeout, self.settings.lease_seconds)
         return Dispatcher(self.client, self.budget, cap=self.settings.enqueued_tokens_per_model,
                           lease_seconds=queued, send=self.send_infer,
-                          finalize=lambda batch_id: self.send_control("tokenbatch.finalize", [batch_id]))
+                          finalize=lambda batch_id: self.send_control("tokenbatch.finalize", [batch_id]),
+                          on_wait=lambda model, seconds: worker_metrics.BUDGET_WAIT.labels(model).observe(seconds))
 
     def send_control(self, name: str, args: list[Any]) -> None:
         app.send_task(name, args=args, queue=CONTROL_QUEUE)

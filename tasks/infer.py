@@ -47,13 +47,13 @@ def _run(engine: Engine, bodies: list[dict[str, Any]]) -> list[Outcome]:
 @app.task(name="tokenbatch.infer", acks_late=True, reject_on_worker_lost=True)
 def infer(model: str, batch_id: str, index: int, attempt: int) -> str:
     c = ctx()
-    if c.mbs.state(batch_id, index) != f"run:{attempt}":
+    state, meta, ending = c.mbs.snapshot(batch_id, index)
+    if state != f"run:{attempt}":
         return "stale"
-    meta = c.mbs.meta(batch_id, index)
     if meta is None:
         return "gone"
     rid = entry(batch_id, index)
-    if c.client.hget(keys.batch(batch_id), "end_reason"):  # cancelled or expired while it waited
+    if ending:  # cancelled or expired while it waited
         dropped = c.mbs.drop_one(batch_id, index, attempt)
         c.budget.release(model, rid)
         c.trigger_dispatch([model])

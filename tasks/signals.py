@@ -9,15 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-import threading
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 from celery import Task
 from celery.signals import task_failure, task_postrun, task_prerun, worker_init
 
-from scheduler import keys
 from scheduler import worker_metrics as wm
 from scheduler.errors import TokenbatchError
 from scheduler.lifecycle import TERMINAL
@@ -25,7 +22,6 @@ from tasks.context import ctx
 from tasks.infer import engine_for
 
 log = logging.getLogger("tokenbatch.worker")
-
 
 
 @worker_init.connect
@@ -70,13 +66,6 @@ def _cuda_memory() -> Iterator[wm.DeviceMemory]:
                               reserved=int(torch.cuda.memory_reserved(i)), used=int(total - free), total=int(total))
 
 
-# Budget wait: the dispatcher stamps a refused head in ``waiting_since`` and removes the stamp when it
-# dispatches it. A dispatch run that sent something observes the stamps it saw vanish.
-_snapshots: dict[str, tuple[str, dict[str, int]]] = {}
-_seen: deque[tuple[str, int]] = deque(maxlen=4096)  # (rid, since) observed: threads racing count once
-_seen_lock = threading.Lock()
-
-
 @task_prerun.connect
 def before_task(task_id: str | None = None, task: Task | None = None, args: Any = None, **_: Any) -> None:
     if task is None:
@@ -85,11 +74,6 @@ def before_task(task_id: str | None = None, task: Task | None = None, args: Any 
         wm.REDELIVERIES.labels(task.name).inc()
     if task.name == "tokenbatch.infer":
         wm.microbatch_started()
-    elif task.name == "tokenbatch.dispatch" and task_id and args:
-        with contextlib.suppress(Exception):
-            model = str(args[0])
-            raw = ctx().client.hgetall(keys.waiting_since(model))
-            _snapshots[task_id] = (model, {k.decode(): int(v) for k, v in raw.items()})
 
 
 @task_postrun.connect
@@ -98,29 +82,9 @@ def after_task(task_id: str | None = None, task: Task | None = None, args: Any =
     if task is None:
         return
     with contextlib.suppress(Exception):
-        if task.name == "tokenbatch.dispatch":
-            snapshot = _snapshots.pop(task_id or "", None)
-            if snapshot and isinstance(retval, int) and retval > 0:
-                _observe_waits(*snapshot)
-        elif (task.name == "tokenbatch.finalize" and retval in TERMINAL) or (
+        if (task.name == "tokenbatch.finalize" and retval in TERMINAL) or (
                 task.name == "tokenbatch.validate" and retval == "failed"):
             _observe_batch(str(args[0]), "failed" if task.name == "tokenbatch.validate" else str(retval))
-
-
-def _observe_waits(model: str, before: dict[str, int]) -> None:
-    if not before:
-        return
-    client = ctx().client
-    still = client.hmget(keys.waiting_since(model), list(before))
-    now = int(client.time()[0])
-    for (rid, since), now_there in zip(before.items(), still, strict=True):
-        if now_there is not None:
-            continue
-        with _seen_lock:
-            if (rid, since) in _seen:
-                continue
-            _seen.append((rid, since))
-        wm.BUDGET_WAIT.labels(model).observe(max(0, now - since))
 
 
 def _observe_batch(batch_id: str, stage: str) -> None:
