@@ -68,11 +68,10 @@ class Recorded:
 def write_payloads(storage: Storage, batch_id: str, plan: Plan, source: IO[bytes]) -> None:
     """One JSONL file per micro-batch (``{"i", "custom_id", "body"}``), read back from the input by offset,
     plus the per-request validation errors; the input is never loaded whole."""
-    by_index = {r.index: r for r in plan.requests}
     for k, mb in enumerate(plan.microbatches):
         with storage.writer(payload_path(batch_id, k)) as out:
             for i in mb.indexes:
-                req = by_index[i]
+                req = plan.requests[i]  # a request's index is its place in the plan
                 source.seek(req.offset)
                 body = orjson.loads(source.read(req.length))["body"]
                 out.write(orjson.dumps({"i": i, "custom_id": req.custom_id, "body": body}) + b"\n")

@@ -202,12 +202,11 @@ def plan_file(
         if req.index not in failed:
             by_model[req.model].append(req)
     for model in sorted(by_model):
-        reqs = {r.index: r for r in by_model[model]}
         spec = rules[model]
-        items = [(r.index, r.prompt_tokens, r.max_tokens) for r in reqs.values()]
+        items = [(r.index, r.prompt_tokens, r.max_tokens) for r in by_model[model]]
         for group in pack(items, spec.max_batch_requests, min(spec.max_batch_tokens, budget_cap)):
             idx = tuple(sorted(group))
-            tokens = sum(reqs[i].prompt_tokens + reqs[i].max_tokens for i in idx)
+            tokens = sum(plan.requests[i].prompt_tokens + plan.requests[i].max_tokens for i in idx)
             plan.microbatches.append(MicroBatch(model, idx, tokens))
     return plan
 

@@ -7,6 +7,7 @@ done, so a redelivered or duplicated task changes nothing.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 import orjson
@@ -101,12 +102,10 @@ def _validate(c: Context, batch_id: str, lease: StageLease) -> str:
     check()
     c.mbs.store_plan(batch_id, plan)
     if plan.errors:
-        by_model: dict[str, int] = {}
-        models = {r.index: r.model for r in plan.requests}
-        for e in plan.errors:
-            by_model[models[e.index]] = by_model.get(models[e.index], 0) + 1
-        for model, n in by_model.items():
-            c.client.hincrby(keys.requests_by_model(), f"{model}|error", n)
+        pipe = c.client.pipeline(transaction=False)
+        for model, n in Counter(plan.requests[e.index].model for e in plan.errors).items():
+            pipe.hincrby(keys.requests_by_model(), f"{model}|error", n)
+        pipe.execute()
     if transition(c.client, batch_id, Stage.QUEUED):
         if not plan.microbatches:  # every line failed a per-request check
             c.send_control("tokenbatch.finalize", [batch_id])
