@@ -56,20 +56,27 @@ def error_response(exc: TokenbatchError) -> JSONResponse:
 
 
 
-async def read_json(request: Request, model: type[BaseModel], cap: int = JSON_BODY_CAP) -> Any:
-    """Read and validate a small JSON body, refusing past ``cap`` bytes without reading on."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > cap:
-        raise TooLarge(f"The request body is larger than {cap} bytes.", code="request_too_large")
+async def read_body(request: Request, cap: int, too_large: str) -> bytes:
+    """A small body, whole, refused with ``too_large`` past ``cap`` bytes without reading on."""
     body = bytearray()
     try:
         async for chunk in request.stream():
             body += chunk
             if len(body) > cap:
-                raise TooLarge(f"The request body is larger than {cap} bytes.", code="request_too_large")
+                raise TooLarge(too_large, code="request_too_large")
     except ClientDisconnect as exc:
         raise InvalidRequest("The client disconnected before the body was complete.") from exc
+    return bytes(body)
+
+
+async def read_json(request: Request, model: type[BaseModel], cap: int = JSON_BODY_CAP) -> Any:
+    """Read and validate a small JSON body, refusing past ``cap`` bytes without reading on."""
+    too_large = f"The request body is larger than {cap} bytes."
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise TooLarge(too_large, code="request_too_large")
+    body = await read_body(request, cap, too_large)
     try:
-        return model.model_validate_json(bytes(body))
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise describe(exc.errors(include_url=False)) from None

@@ -28,11 +28,17 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from python_multipart.multipart import parse_options_header
-from starlette.requests import ClientDisconnect
 
 from scheduler import api_deps, auth, signing
-from scheduler.api_upload import MultipartReader, body_puller, check_declared_length, clean_filename, in_thread
-from scheduler.errors import Conflict, InvalidRequest, TooLarge
+from scheduler.api_upload import (
+    MultipartReader,
+    body_puller,
+    check_declared_length,
+    clean_filename,
+    in_thread,
+    read_field,
+)
+from scheduler.errors import Conflict, InvalidRequest
 from scheduler.records import FileRecord, new_id
 from scheduler.service import INPUT_PURPOSES, Service
 from scheduler.together_schemas import TogetherFile
@@ -128,22 +134,15 @@ def _origin(request: Request) -> str:
 async def _read_form(request: Request) -> dict[str, str]:
     """The text fields of step 1, multipart (3.x) or urlencoded (1.x), read with a small cap."""
     kind, options = parse_options_header(request.headers.get("content-type") or "")
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > FORM_CAP:
-                raise TooLarge("Send the file with PUT to the URL this request returns, not in this form.",
-                               code="request_too_large")
-    except ClientDisconnect as exc:
-        raise InvalidRequest("The client disconnected before the body was complete.") from exc
+    body = await api_deps.read_body(request, FORM_CAP, "Send the file with PUT to the URL this request returns, "
+                                    "not in this form.")
     if kind == b"application/x-www-form-urlencoded":
         try:
             return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         except UnicodeDecodeError:
             raise InvalidRequest("The form is not UTF-8.", code="invalid_form") from None
     if kind == b"multipart/form-data" and options.get(b"boundary"):
-        return _multipart_fields(options[b"boundary"], bytes(body))
+        return _multipart_fields(options[b"boundary"], body)
     raise InvalidRequest("Start an upload with form fields purpose, file_name and file_type "
                          "(multipart/form-data or application/x-www-form-urlencoded).", code="invalid_content_type")
 
@@ -156,8 +155,5 @@ def _multipart_fields(boundary: bytes, body: bytes) -> dict[str, str]:
         if part.filename is not None:
             raise InvalidRequest("This endpoint takes no file part: PUT the bytes to the URL it returns "
                                  "(the together SDK does this for you).", param="file", code="unexpected_file")
-        try:
-            fields[part.name] = b"".join(reader.data()).decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidRequest(f"The form field {part.name!r} is not UTF-8.", param=part.name) from None
+        fields[part.name] = read_field(reader.data(), part.name)
     return fields

@@ -175,7 +175,8 @@ def clean_filename(name: str | None) -> str:
     return base[:255] or DEFAULT_FILENAME
 
 
-def _field(chunks: Iterator[bytes], name: str) -> str:
+def read_field(chunks: Iterator[bytes], name: str) -> str:
+    """A text field of a form, capped and UTF-8."""
     value = bytearray()
     for chunk in chunks:
         value += chunk
@@ -216,7 +217,7 @@ def receive_upload(service: Service, tenant: str, reader: MultipartReader) -> Fi
     try:
         while (part := reader.next_part()) is not None:
             if part.name != "file":
-                fields[part.name] = _field(reader.data(), part.name)
+                fields[part.name] = read_field(reader.data(), part.name)
                 continue
             if record is not None or spool is not None:
                 raise InvalidRequest("Send one file per request.", param="file")

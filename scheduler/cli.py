@@ -220,9 +220,7 @@ def status(batch_id: Annotated[str | None, typer.Argument()] = None) -> None:
     from scheduler.records import Records
 
     settings = _settings()
-    if not settings.redis_url:
-        raise typer.BadParameter("set TOKENBATCH_REDIS_URL to the stack's Redis")
-    client = redis.Redis.from_url(settings.redis_url)
+    client = _stack_redis(settings)
     records = Records(client)
     if batch_id:
         b = records.batch(batch_id)
@@ -237,6 +235,13 @@ def status(batch_id: Annotated[str | None, typer.Argument()] = None) -> None:
         s = budget.stats(model)
         stdout.print(f"{model}: {s.enqueued}/{s.cap or settings.enqueued_tokens_per_model} tokens enqueued, "
                      f"{s.leases} leases, queue {client.llen(infer_queue(model))}")
+
+
+def _stack_redis(settings: Settings) -> redis.Redis:
+    """The running stack's Redis, for commands that read or write it directly."""
+    if not settings.redis_url:
+        raise typer.BadParameter("set TOKENBATCH_REDIS_URL to the stack's Redis")
+    return redis.Redis.from_url(settings.redis_url)
 
 
 def _client(url: str | None, key: str | None) -> Any:
@@ -285,10 +290,7 @@ def keys_create(tenant: Annotated[str, typer.Option("--tenant")]) -> None:
     """Create an API key for a tenant (stored hashed; shown once)."""
     from scheduler.auth import create_key
 
-    settings = _settings()
-    if not settings.redis_url:
-        raise typer.BadParameter("set TOKENBATCH_REDIS_URL to the stack's Redis")
-    print(create_key(redis.Redis.from_url(settings.redis_url), tenant))
+    print(create_key(_stack_redis(_settings()), tenant))
 
 
 @app.command("tiny-model")

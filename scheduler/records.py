@@ -152,9 +152,6 @@ class Records:
         pipe.execute()
         return FileRecord.from_hash({k: str(v) for k, v in h.items()})
 
-    def update_file(self, file_id: str, **fields: str | int) -> None:
-        self.r.hset(keys.file(file_id), mapping=fields)
-
     def set_file_expiry(self, record: FileRecord, expires_at: int) -> FileRecord:
         """From now on the sweep deletes the file once ``expires_at`` (epoch seconds) has passed."""
         pipe = self.r.pipeline()

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from scheduler.lifecycle import Stage, openai_status
 from scheduler.records import BatchRecord, FileRecord
+from scheduler.service import INPUT_PURPOSES, MAX_EXPIRY, MAX_METADATA, MIN_EXPIRY
 
 FileStatus = Literal["uploaded", "processed", "error"]
 BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
@@ -22,9 +23,7 @@ BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "comp
 # strict `files.list()` would fail on the first file the Together face uploaded.
 _PURPOSE_VIEW = {"batch-api": "batch"}
 # The reverse: a `purpose=` filter on the OpenAI face matches every stored purpose that shows as it.
-PURPOSE_FILTER: dict[str, frozenset[str]] = {"batch": frozenset({"batch", "batch-api"})}
-
-MAX_METADATA_PAIRS = 16
+PURPOSE_FILTER: dict[str, frozenset[str]] = {"batch": frozenset(INPUT_PURPOSES)}
 PageT = TypeVar("PageT", bound=BaseModel)
 MetadataKey = Annotated[str, StringConstraints(max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
@@ -34,18 +33,6 @@ class OpenAIBaseModel(BaseModel):
     """Every OpenAI-shaped object: unknown request keys are ignored (newer SDKs may send more)."""
 
     model_config = ConfigDict(extra="ignore")
-
-
-# Errors
-class ErrorDetail(OpenAIBaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(OpenAIBaseModel):
-    error: ErrorDetail
 
 
 # Files
@@ -184,7 +171,7 @@ class BatchList(OpenAIBaseModel):
 
 class OutputExpiresAfter(OpenAIBaseModel):
     anchor: Literal["created_at"]
-    seconds: int = Field(ge=3600, le=30 * 86400)
+    seconds: int = Field(ge=MIN_EXPIRY, le=MAX_EXPIRY)
 
 
 class BatchCreateRequest(OpenAIBaseModel):
@@ -196,7 +183,7 @@ class BatchCreateRequest(OpenAIBaseModel):
     input_file_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     endpoint: str
     completion_window: str = "24h"
-    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_PAIRS)] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA)] | None = None
     # The output and error files get ``expires_at``; the sweep deletes them then.
     output_expires_after: OutputExpiresAfter | None = None
 

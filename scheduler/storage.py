@@ -12,10 +12,15 @@ import secrets
 from collections.abc import Iterator
 from typing import IO, Any
 
-import fsspec
 from fsspec.core import url_to_fs
 
 CHUNK = 1024 * 1024
+
+
+def is_local(fs: Any) -> bool:
+    """An fsspec filesystem on this machine's own disk."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return bool({"file", "local"} & set(protocols))
 
 
 class Storage:
@@ -23,7 +28,7 @@ class Storage:
         self.fs, self.root = url_to_fs(url)
         self.root = self.root.rstrip("/")
         self.fs.makedirs(self.root, exist_ok=True)
-        self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.local = is_local(self.fs)
 
     def full(self, path: str) -> str:
         return f"{self.root}/{path}"
@@ -34,7 +39,7 @@ class Storage:
         final = self.full(path)
         tmp = f"{final}.tmp-{secrets.token_hex(6)}"
         parent = final.rsplit("/", 1)[0]
-        if self._local:
+        if self.local:
             self.fs.makedirs(parent, exist_ok=True)
         try:
             with self.fs.open(tmp, "wb") as fh:
@@ -45,16 +50,8 @@ class Storage:
                 self.fs.rm(tmp)
             raise
 
-    def write_bytes(self, path: str, data: bytes) -> None:
-        with self.writer(path) as fh:
-            fh.write(data)
-
     def open(self, path: str, mode: str = "rb") -> Any:
         return self.fs.open(self.full(path), mode)
-
-    def read_bytes(self, path: str) -> bytes:
-        with self.open(path) as fh:
-            return fh.read()
 
     def iter_bytes(self, path: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """The bytes [start, end) of a file, in chunks (for streamed downloads and Range)."""
@@ -78,17 +75,3 @@ class Storage:
     def delete(self, path: str, recursive: bool = False) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.full(path), recursive=recursive)
-
-    def listdir(self, path: str) -> list[str]:
-        """Base names under ``path`` (empty if it does not exist)."""
-        try:
-            return sorted(p.rsplit("/", 1)[-1] for p in self.fs.ls(self.full(path), detail=False))
-        except FileNotFoundError:
-            return []
-
-
-def open_storage(url: str) -> Storage:
-    return Storage(url)
-
-
-__all__ = ["Storage", "fsspec", "open_storage"]

@@ -28,6 +28,7 @@ from scheduler.errors import InvalidRequest, TokenbatchError, describe
 from scheduler.records import FileRecord
 from scheduler.schemas import Batch, BatchCreateRequest
 from scheduler.service import ENDPOINT, Service
+from scheduler.storage import is_local
 from tasks.context import ctx
 
 CHUNK = 1 << 20
@@ -62,17 +63,12 @@ def _lines(requests: list[Any]) -> Iterator[bytes]:
         yield bytes(buf)
 
 
-def _local(fs: Any) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return bool({"file", "local"} & set(protocols))
-
-
 def _read(url: str, storage_root: str | None) -> Iterator[bytes]:
     """The file at ``url`` in chunks. A local path must lie under the local storage root: the copy becomes
     a file the tenant can download, so the door must not read the worker's own files (its settings)."""
     try:
         fs, path = url_to_fs(url)
-        if _local(fs) and (storage_root is None or not os.path.realpath(path).startswith(
+        if is_local(fs) and (storage_root is None or not os.path.realpath(path).startswith(
                 os.path.realpath(storage_root) + os.sep)):
             raise InvalidRequest(f"input_url {url!r}: a local file must lie under the storage root "
                                  "(TOKENBATCH_STORAGE_URL)", param="input_url", code="invalid_input_url")
@@ -92,7 +88,7 @@ def _upload(service: Service, tenant: str, requests: Any, input_url: Any) -> Fil
         if not isinstance(input_url, str) or not input_url:
             raise InvalidRequest("input_url must be an fsspec URL string", param="input_url",
                                  code="invalid_input_url")
-        root = service.storage.root if _local(service.storage.fs) else None
+        root = service.storage.root if service.storage.local else None
         return service.store_upload(tenant, input_url.rsplit("/", 1)[-1] or "input.jsonl", "batch",
                                     _read(input_url, root))
     if not isinstance(requests, list):
