@@ -141,7 +141,6 @@ def main() -> None:
 
     import torch
 
-    from inference.decode import PREFILL_TOKENS
     from inference.engine import load_engine
     from inference.packing import PackItem, pack, padding_ratio, prefill_groups
     from inference.smollm2 import smollm2_spec
@@ -175,6 +174,8 @@ def main() -> None:
         sequential, seconds = timed(engine, requests, 1)
         seq_rate = rate("sequential (engine, one at a time):", completion_tokens(sequential), seconds)
         rates = {}
+        items = [PackItem(i, n, args.new_tokens) for i, n in enumerate(lengths)]
+        cap = engine.decoder.prefill_tokens  # the engine's own prefill groups
         for size in sizes:
             batched, seconds = timed(engine, requests, size)
             rates[size] = rate(
@@ -182,10 +183,8 @@ def main() -> None:
             )
             same = sum(a == b for a, b in zip(replies(sequential), replies(batched), strict=True))
             print(f"  greedy replies identical alone and batched: {same}/{len(requests)}")
-            items = [PackItem(i, n, args.new_tokens) for i, n in enumerate(lengths)]
             micro = [sorted(lengths[k] for k in b) for b in pack(items, size, spec.max_batch_tokens)]
             in_order = [lengths[i : i + size] for i in range(0, len(lengths), size)]
-            cap = PREFILL_TOKENS.get(engine.device.type, PREFILL_TOKENS["cuda"])
             groups = [[m[i] for i in g] for m in micro for g in prefill_groups(m, cap)]
             print(
                 f"  padding waste (share of prompt positions): micro-batches in input order "

@@ -19,20 +19,17 @@ import time
 from pathlib import Path
 
 import orjson
-import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _stack import run_batch, stack  # noqa: E402
+
 from inference.engine import load_engine  # noqa: E402
 from inference.registry import load_models  # noqa: E402
 from inference.tokens import load_counter  # noqa: E402
-from scheduler.celery_app import make_app, sender  # noqa: E402
-from scheduler.lifecycle import TERMINAL  # noqa: E402
 from scheduler.plan import plan_file  # noqa: E402
-from scheduler.service import ENDPOINT, Service  # noqa: E402
-from scheduler.settings import Settings  # noqa: E402
-from scheduler.supervisor import Supervisor, stack_parts  # noqa: E402
+from scheduler.service import ENDPOINT  # noqa: E402
 from tasks.context import Rules, pack_tuples  # noqa: E402
 
 MODELS = """\
@@ -74,15 +71,15 @@ def floor(data: bytes, models: Path) -> float:
         budget_cap=10_000_000,
     )
     source = io.BytesIO(data)
-    by_index = {r.index: r for r in plan.requests}
     results: dict[int, bytes] = {}
     for mb in plan.microbatches:
         bodies = []
         for i in mb.indexes:
-            source.seek(by_index[i].offset)
-            bodies.append(orjson.loads(source.read(by_index[i].length))["body"])
+            source.seek(plan.requests[i].offset)
+            bodies.append(orjson.loads(source.read(plan.requests[i].length))["body"])
         for i, outcome in zip(mb.indexes, engine.generate(bodies), strict=True):
-            results[i] = orjson.dumps({"custom_id": by_index[i].custom_id, "response": {"body": outcome.body}})
+            results[i] = orjson.dumps({"custom_id": plan.requests[i].custom_id,
+                                       "response": {"body": outcome.body}})
     with tempfile.NamedTemporaryFile("wb") as out:
         for i in sorted(results):
             out.write(results[i] + b"\n")
@@ -98,29 +95,10 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def service(data: bytes, models: Path, workdir: Path) -> tuple[float, int, float]:
-    settings = Settings.load(env={}, data_dir=workdir, models=models, sweep_interval=5)
-    sup = Supervisor(settings, stack_parts(settings, ["dry"], api=False))
-    settings = sup.start()
-    try:
-        client = redis.Redis.from_url(settings.redis_url or "")
-        svc = Service(settings, client, sender(make_app(settings)))
-        time.sleep(8)  # let the workers boot: we time the batch, not process start-up
-        started = time.perf_counter()
-        f = svc.store_upload("bench", "input.jsonl", "batch", [data])
-        batch = svc.create_batch("bench", input_file_id=f.id, endpoint=ENDPOINT)
-        while True:
-            b = svc.records.batch(batch.id)
-            assert b is not None
-            if b.stage in TERMINAL:
-                break
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - started
-        if b.stage.value != "completed":
-            raise SystemExit(f"batch ended {b.stage}: {b.errors}")
+    with stack(models, workdir, "dry", boot_seconds=8) as (sup, svc):
+        elapsed, b = run_batch(svc, data, poll=0.05)
         worker = next(p for p in sup.parts if p.name == "worker").process
         return elapsed, b.microbatches, peak_rss_mib(worker.pid) if worker else float("nan")
-    finally:
-        sup.stop()
 
 
 def main() -> None:

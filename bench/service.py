@@ -17,20 +17,15 @@ import time
 from pathlib import Path
 
 import orjson
-import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inference.convert import ensure_converted  # noqa: E402
+from _stack import run_batch, stack  # noqa: E402
+
 from inference.engine import load_engine  # noqa: E402
-from inference.registry import load_models, locate  # noqa: E402
-from scheduler.celery_app import make_app, sender  # noqa: E402
+from inference.registry import load_models  # noqa: E402
 from scheduler.cli import DEFAULT_MODELS as MODELS  # noqa: E402  (the demo's SmolLM2 file)
-from scheduler.lifecycle import TERMINAL  # noqa: E402
-from scheduler.service import ENDPOINT, Service  # noqa: E402
-from scheduler.settings import Settings  # noqa: E402
-from scheduler.supervisor import Supervisor, stack_parts  # noqa: E402
 
 TOPICS = ["the moon", "bread", "rivers", "chess", "volcanoes", "bees", "trains", "the ocean"]
 
@@ -54,23 +49,10 @@ def bare(requests: list[dict], models: Path, cache: Path) -> tuple[float, int]: 
 
 
 def service(requests: list[dict], models: Path, workdir: Path) -> tuple[float, int]:  # type: ignore[type-arg]
-    settings = Settings.load(env={}, data_dir=workdir, models=models, sweep_interval=5)
-    sup = Supervisor(settings, stack_parts(settings, ["smollm2-135m"], api=False))
-    settings = sup.start()
-    try:
-        svc = Service(settings, redis.Redis.from_url(settings.redis_url or ""), sender(make_app(settings)))
-        time.sleep(15)  # the workers load the model first: we time the batch, not process start-up
-        data = b"".join(orjson.dumps({"custom_id": f"q{i}", "body": b}) + b"\n" for i, b in enumerate(requests))
-        started = time.perf_counter()
-        f = svc.store_upload("bench", "input.jsonl", "batch", [data])
-        batch = svc.create_batch("bench", input_file_id=f.id, endpoint=ENDPOINT)
-        while (b := svc.records.batch(batch.id)) is not None and b.stage not in TERMINAL:
-            time.sleep(0.1)
-        elapsed = time.perf_counter() - started
-        assert b is not None and b.stage.value == "completed", b
+    data = b"".join(orjson.dumps({"custom_id": f"q{i}", "body": b}) + b"\n" for i, b in enumerate(requests))
+    with stack(models, workdir, "smollm2-135m", boot_seconds=15) as (_, svc):  # workers load the model first
+        elapsed, b = run_batch(svc, data, poll=0.1)
         return elapsed, b.completion_tokens
-    finally:
-        sup.stop()
 
 
 def main() -> None:
@@ -82,9 +64,7 @@ def main() -> None:
     try:
         models = workdir / "models.toml"
         models.write_text(MODELS)
-        cache = workdir / "stack" / "models"  # where the stack looks: converted once, shared by both runs
-        spec = load_models(models)["smollm2-135m"]
-        ensure_converted(locate(spec).path, cache)
+        cache = workdir / "stack" / "models"  # where the stack looks: bare() converts once, the stack reuses it
         requests = bodies(args.requests, args.max_tokens)
         print(f"SmolLM2-135M-Instruct, {args.requests} requests, max_tokens {args.max_tokens}, greedy, CPU")
         t_bare, n_bare = bare(requests, models, cache)
