@@ -83,14 +83,10 @@ def _atomically(target: Path, write: Callable[[Path], object]) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] not in ("tokenizer", "model"):
-        print("usage: python -m inference.convert {tokenizer|model} GGUF OUT", file=sys.stderr)
+    if len(argv) != 3 or argv[0] != "tokenizer":
+        print("usage: python -m inference.convert tokenizer GGUF OUT", file=sys.stderr)
         return 2
-    kind, gguf, out = argv[0], Path(argv[1]), Path(argv[2])
-    if kind == "tokenizer":
-        ensure_tokenizer(gguf, out)
-    else:
-        _atomically(out, lambda tmp: convert_gguf(gguf, tmp))
+    out = ensure_tokenizer(Path(argv[1]), Path(argv[2]))
     print(out)
     return 0
 

@@ -67,11 +67,6 @@ def list_tenants(client: redis.Redis) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def revoke_key(client: redis.Redis, key: str) -> bool:
-    """Forget one run-time key; True if it existed."""
-    return bool(client.hdel(keys.api_keys(), digest(key)))
-
-
 def revoke_tenant(client: redis.Redis, tenant: str) -> int:
     """Forget every run-time key of ``tenant``; how many were removed."""
     doomed = [h for h, t in client.hgetall(keys.api_keys()).items() if (t.decode() if isinstance(t, bytes) else t)

@@ -64,18 +64,6 @@ class TooLarge(TokenbatchError):
     code = "file_too_large"
 
 
-class Unprocessable(TokenbatchError):
-    status = 422
-    type = "invalid_request_error"
-    code = "unprocessable"
-
-
-class RateLimited(TokenbatchError):
-    status = 429
-    type = "rate_limit_error"
-    code = "rate_limited"
-
-
 def describe(errors: list[Any]) -> InvalidRequest:
     """The first of pydantic's errors as an OpenAI-style 400 naming the parameter."""
     first = errors[0] if errors else {}
